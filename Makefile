@@ -1,0 +1,20 @@
+# `make test` and `make demo` set up .venv from the requirements on first use.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo clean-venv
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q -r requirements-dev.txt
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q tests
+
+demo: $(STAMP)
+	@echo "make demo: not yet available (the synthetic-data demo is being built)"
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,49 @@
+"""Dataset registry: name -> how to build its training and validation sets.
+
+Each entry knows its class names, palette, ignore value and evaluation protocol, so scripts never
+branch on the dataset name.
+"""
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from data.classes import VOC_CLASSES, generic_class_names, voc_palette
+from data.voc import VOC_IGNORE_LABEL, VOCSegmentation
+
+# The original evaluates VOC by padding every image (all <= 500 px) to 505x505.
+VOC_EVAL_SIZE = (505, 505)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    build_train: Callable
+    build_val: Callable
+    class_names: Callable  # num_classes -> names
+    ignore_label: Optional[int]  # the value the loader pads with; None: the --ignore-label flag
+
+
+def _voc_train(data_dir, data_list, crop_size, scale, mirror, num_classes, ignore_label):
+    return VOCSegmentation(data_dir, data_list, crop_size, scale, mirror, num_classes, ignore_label)
+
+
+def _voc_val(data_dir, data_list, num_classes, ignore_label):
+    return VOCSegmentation(data_dir, data_list, VOC_EVAL_SIZE, num_classes=num_classes,
+                           ignore_label=ignore_label, pad_only=True)
+
+
+def _voc_names(num_classes):
+    return VOC_CLASSES if num_classes == len(VOC_CLASSES) else generic_class_names(num_classes)
+
+
+DATASETS = {
+    "pascal_voc": DatasetSpec("pascal_voc", _voc_train, _voc_val, _voc_names, VOC_IGNORE_LABEL),
+    "folder": DatasetSpec("folder", _voc_train, _voc_val, generic_class_names, None),
+}
+
+
+def get_dataset(name):
+    return DATASETS[name]
+
+
+def palette():
+    return voc_palette()

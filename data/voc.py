@@ -1,0 +1,144 @@
+"""PASCAL VOC 2012 (+SBD "SegmentationClassAug") in the original's layout and pipeline (spec 6.1).
+
+<data-dir>/JPEGImages/<id>.jpg and <data-dir>/SegmentationClassAug/<id>.png, listed by id in a text
+file (`--data-list`, one id per line; the line number is the index the split files refer to).
+
+Write the lists for a fresh copy of the data with
+    python -m data.voc make-lists --data-dir ./data/voc_dataset/
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from data.transforms import (check_label_values, pad_bottom_right, random_crop, random_scale,
+                             read_image_bgr, read_label)
+from utils.errors import UserError
+
+# The original's mean, BGR order, 0-255 scale (no division by a standard deviation).
+VOC_MEAN_BGR = np.array((104.00698793, 116.66876762, 122.67891434), np.float32)
+VOC_IGNORE_LABEL = 255
+IMAGE_DIR, LABEL_DIR = "JPEGImages", "SegmentationClassAug"
+
+
+def read_id_list(path, flag="--data-list"):
+    if not os.path.isfile(path):
+        raise UserError(
+            f"{flag} {path} does not exist: write the VOC lists with `python -m data.voc make-lists "
+            f"--data-dir <your voc_dataset folder>` (train_aug = every id in SegmentationClassAug that "
+            f"is not in val), or point {flag} at your own list")
+    with open(path) as f:
+        ids = [line.split()[0] for line in f if line.strip()]
+    if not ids:
+        raise UserError(f"{flag} {path} is empty")
+    return ids
+
+
+class VOCSegmentation(Dataset):
+    """Items: (image float32 3xHxW RGB minus mean, label int64 HxW, (h, w) before padding, id, index).
+
+    Training: optional random scale, pad (label 255) to the crop, random crop, optional mirror.
+    `pad_only` (evaluation): pad to at least `crop_size` and never crop.
+    An item can be an index or (index, seed_key) as yielded by data.sampler: the key seeds that
+    sample's augmentation, so a run is reproducible whatever the number of workers.
+    `labeled=False` reads no label file (label all ignore), for images that have none.
+    """
+
+    def __init__(self, root, list_path, crop_size=(321, 321), scale=False, mirror=False,
+                 num_classes=21, ignore_label=VOC_IGNORE_LABEL, mean=VOC_MEAN_BGR, pad_only=False,
+                 labeled=True, ids=None, list_flag="--data-list"):
+        if not os.path.isdir(root):
+            raise UserError(f"--data-dir {root} does not exist or is not a folder")
+        self.root = root
+        self.ids = list(ids) if ids is not None else read_id_list(list_path, list_flag)
+        self.crop_h, self.crop_w = crop_size
+        self.scale, self.mirror, self.pad_only, self.labeled = scale, mirror, pad_only, labeled
+        self.num_classes, self.ignore_label = num_classes, ignore_label
+        self.mean = np.asarray(mean, np.float32)
+        self._check_files(list_path)
+
+    def image_path(self, name):
+        return os.path.join(self.root, IMAGE_DIR, name + ".jpg")
+
+    def label_path(self, name):
+        return os.path.join(self.root, LABEL_DIR, name + ".png")
+
+    def _check_files(self, list_path):
+        for name in self.ids:
+            paths = [self.image_path(name)] + ([self.label_path(name)] if self.labeled else [])
+            for path in paths:
+                if not os.path.isfile(path):
+                    raise UserError(f"{path} (listed in {list_path}) does not exist")
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, item):
+        index, key = item if isinstance(item, tuple) else (item, None)
+        rng = np.random.default_rng(key if key is not None else np.random.randint(0, 2**31 - 1))
+        name = self.ids[index]
+        image = read_image_bgr(self.image_path(name))
+        if self.labeled:
+            label = read_label(self.label_path(name))
+            if label.shape != image.shape[:2]:
+                raise UserError(f"label {self.label_path(name)} is {label.shape[1]}x{label.shape[0]} "
+                                f"but its image is {image.shape[1]}x{image.shape[0]}")
+            check_label_values(label, self.num_classes, self.ignore_label, self.label_path(name))
+        else:
+            label = np.full(image.shape[:2], self.ignore_label, np.int64)
+        size = np.array(label.shape, np.int64)
+        if self.scale:
+            image, label = random_scale(image, label, rng)
+        image = image.astype(np.float32) - self.mean
+        image, label = pad_bottom_right(image, label, self.crop_h, self.crop_w, self.ignore_label)
+        if not self.pad_only:
+            image, label = random_crop(image, label, self.crop_h, self.crop_w, rng)
+        image = image[:, :, ::-1].transpose(2, 0, 1)  # BGR -> RGB, HWC -> CHW
+        if self.mirror and rng.random() < 0.5:
+            image, label = image[:, :, ::-1], label[:, ::-1]
+        return np.ascontiguousarray(image), np.ascontiguousarray(label), size, name, index
+
+
+def make_lists(data_dir, out_dir, val_ids_path=None):
+    """Write train_aug.txt (sorted ids of SegmentationClassAug not in val) and val.txt."""
+    label_dir = os.path.join(data_dir, LABEL_DIR)
+    if not os.path.isdir(label_dir):
+        raise UserError(f"--data-dir {data_dir} has no {LABEL_DIR}/ folder")
+    candidates = [val_ids_path] if val_ids_path else [
+        os.path.join(data_dir, "ImageSets", "Segmentation", "val.txt"),
+        os.path.join(out_dir, "val.txt"),
+    ]
+    source = next((p for p in candidates if p and os.path.isfile(p)), None)
+    if source is None:
+        raise UserError("no VOC val id list found: pass --val-ids <VOC2012 ImageSets/Segmentation/val.txt>")
+    val = read_id_list(source, "--val-ids")
+    labeled = sorted(f[:-4] for f in os.listdir(label_dir) if f.endswith(".png"))
+    val_set = set(val)
+    train = [i for i in labeled if i not in val_set]
+    os.makedirs(out_dir, exist_ok=True)
+    for name, ids in (("train_aug.txt", train), ("val.txt", val)):
+        with open(os.path.join(out_dir, name), "w") as f:
+            f.writelines(i + "\n" for i in ids)
+    return len(train), len(val)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m data.voc", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    mk = sub.add_parser("make-lists", help="write train_aug.txt and val.txt for a VOC folder")
+    mk.add_argument("--data-dir", default="./data/voc_dataset/", help="VOC root (default: %(default)s)")
+    mk.add_argument("--out-dir", default="./data/voc_list/", help="where the lists go (default: %(default)s)")
+    mk.add_argument("--val-ids", default=None,
+                    help="VOC2012 val ids (default: <data-dir>/ImageSets/Segmentation/val.txt, "
+                         "else an existing <out-dir>/val.txt)")
+    args = parser.parse_args(argv)
+    n_train, n_val = make_lists(args.data_dir, args.out_dir, args.val_ids)
+    print(f"wrote {args.out_dir}: train_aug.txt ({n_train} ids), val.txt ({n_val} ids)")
+
+
+if __name__ == "__main__":
+    from utils.errors import run_cli
+    run_cli(main, sys.argv[1:])

@@ -1,0 +1,86 @@
+"""Single-scale evaluation with the original's protocol (spec 7.2): the loader pads each image (VOC:
+to 505x505), the logits are upsampled bilinearly (align_corners=True) to the padded size, cropped
+back to the image, and the argmax is scored against the labels (values outside [0, C) ignored)."""
+import numpy as np
+import torch
+
+from engine.common import upsample
+from utils.errors import UserError
+
+MLMT_THRESHOLD = 0.2  # MLMT probabilities >= 0.2 mean "class present" (spec 7.5)
+
+
+def eval_collate(samples):
+    """Batch samples by padded size: a list of (images, labels, sizes, names, indices) groups, so that
+    images of different sizes are never padded further (results equal batch-1 evaluation)."""
+    groups = {}
+    for sample in samples:
+        groups.setdefault(sample[0].shape, []).append(sample)
+    out = []
+    for members in groups.values():
+        images, labels, sizes, names, indices = zip(*members)
+        out.append((torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(labels)),
+                    torch.from_numpy(np.stack(sizes)), list(names), torch.as_tensor(indices)))
+    return out
+
+
+class MLMTFusion:
+    """Class-presence gating from the MLMT branch (`--with-mlmt`).
+
+    multiply (original): the upsampled raw logits of absent classes are multiplied by 0, so an
+    'absent' class can still win where every remaining logit is negative; mask: set to -inf.
+    """
+
+    def __init__(self, path, num_images, num_classes, mode="multiply"):
+        try:
+            table = np.loadtxt(path, ndmin=2)
+        except OSError:
+            raise UserError(f"--mlmt-file {path} does not exist") from None
+        except ValueError as exc:
+            raise UserError(f"--mlmt-file {path} is not a table of numbers ({exc})") from None
+        if table.shape[0] != num_images or table.shape[1] < num_classes:
+            raise UserError(f"--mlmt-file {path} has {table.shape[0]} rows x {table.shape[1]} columns; "
+                            f"expected one row per image of the list ({num_images}) and {num_classes} columns")
+        self.present = torch.from_numpy(table[:, :num_classes] >= MLMT_THRESHOLD)
+        self.mode = mode
+
+    def __call__(self, logits, indices):
+        present = self.present[indices.cpu()].to(logits.device)[:, :, None, None]
+        if self.mode == "multiply":
+            return logits * present.to(logits.dtype)
+        return logits.masked_fill(~present, float("-inf"))
+
+
+@torch.no_grad()
+def evaluate(model, loader, num_classes, device, precision=None, channels_last=False, fusion=None,
+             on_prediction=None):
+    """Confusion matrix (C x C, rows = ground truth) over the loader, accumulated on `device`."""
+    model.eval()
+    confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
+    for groups in loader:
+        for images, labels, sizes, names, indices in groups:
+            images = images.to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            if precision is not None:
+                with precision.autocast():
+                    logits = model(images)
+            else:
+                logits = model(images)
+            logits = upsample(logits.float(), images.shape[-2:])
+            if fusion is not None:
+                logits = fusion(logits, indices)
+            pred = logits.argmax(1)
+            labels = labels.to(device, non_blocking=True)
+            sizes = sizes.to(device)
+            rows = torch.arange(pred.shape[1], device=device)[None, :, None] < sizes[:, 0, None, None]
+            cols = torch.arange(pred.shape[2], device=device)[None, None, :] < sizes[:, 1, None, None]
+            keep = rows & cols & (labels >= 0) & (labels < num_classes)
+            confusion += torch.bincount(labels[keep] * num_classes + pred[keep],
+                                        minlength=num_classes * num_classes)
+            if on_prediction is not None:
+                pred_cpu, sizes_cpu = pred.cpu().numpy(), sizes.cpu().numpy()
+                for k, name in enumerate(names):
+                    h, w = sizes_cpu[k]
+                    on_prediction(name, pred_cpu[k, :h, :w])
+    return confusion.reshape(num_classes, num_classes).cpu()

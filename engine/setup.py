@@ -1,0 +1,108 @@
+"""Building a training run from its flags: environment, output folder, models, optimizers, data."""
+import json
+import os
+
+import numpy as np
+import torch
+
+from data import get_dataset
+from data.sampler import BatchStream, SeededEpochSampler
+from data.splits import load_permutation, save_permutation, seeded_permutation, split_indices
+from model import build_discriminator, build_segmenter
+from model.weights import load_exact, load_matching, read_state_dict
+from utils.checkpoint import atomic_write_bytes
+from utils.distributed import init_environment
+from utils.errors import UserError
+from utils.seeding import seed_everything, seed_worker
+
+SPLIT_FILE = "train_voc_split.pkl"  # the original's name, for every dataset
+STREAM_IDS = {"labeled": 0, "unlabeled": 1, "real": 2}
+
+
+def start_run(args):
+    """Device and process group, seeds, determinism, the output folder and args.json."""
+    env = init_environment(args.device, args.gpu)
+    seed_everything(args.random_seed + env.rank)
+    if env.device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+    else:
+        torch.backends.cudnn.benchmark = True
+    check_ignore_label(args)
+    if env.is_main:
+        try:
+            os.makedirs(args.checkpoint_dir, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"--checkpoint-dir {args.checkpoint_dir} cannot be created: {exc.strerror or exc}") from None
+        text = json.dumps(vars(args), indent=2, sort_keys=True, default=list) + "\n"
+        atomic_write_bytes(os.path.join(args.checkpoint_dir, "args.json"), text.encode())
+    return env
+
+
+def check_ignore_label(args):
+    fixed = get_dataset(args.dataset).ignore_label
+    if fixed is not None and args.ignore_label != fixed:
+        raise UserError(f"--ignore-label {args.ignore_label} does not match {args.dataset}, whose loader "
+                        f"marks void and padding with {fixed}")
+
+
+def make_segmenter(args, env, say, restore=True):
+    model = build_segmenter(args.backbone, args.num_classes, args.aspp_branches)
+    if restore and args.restore_from.lower() != "none":
+        state = read_state_dict(args.restore_from, "--restore-from")
+        loaded, mismatched = load_matching(model, state, args.restore_from)
+        note = f"; kept at initialisation (shape differs): {', '.join(mismatched[:3])}" if mismatched else ""
+        say(f"--restore-from {args.restore_from}: loaded {loaded} of {len(model.state_dict())} tensors{note}")
+    elif restore:
+        say("--restore-from none: the segmenter starts from random initialisation")
+    return model.to(env.device)
+
+
+def make_discriminator(args, env, say):
+    model = build_discriminator(args.num_classes)
+    if args.restore_from_D:
+        state = read_state_dict(args.restore_from_D, "--restore-from-D")
+        load_exact(model, state, args.restore_from_D, "--restore-from-D")
+        say(f"--restore-from-D {args.restore_from_D}: loaded {len(model.state_dict())} tensors")
+    return model.to(env.device)
+
+
+def make_segmenter_optimizer(model, args):
+    return torch.optim.SGD(model.optim_parameters(args.learning_rate), lr=args.learning_rate,
+                           momentum=args.momentum, weight_decay=args.weight_decay)
+
+
+def make_split(args, env, num_images, saved=None):
+    """The permutation behind the labeled/unlabeled split (None when every image is labeled)."""
+    if args.labeled_ratio is None:
+        return None
+    if saved is not None:
+        perm = np.asarray(saved, np.int64)
+    elif args.split_id:
+        perm = load_permutation(args.split_id, num_images)
+    else:
+        perm = seeded_permutation(num_images, args.random_seed)
+    if env.is_main:
+        save_permutation(os.path.join(args.checkpoint_dir, SPLIT_FILE), perm)
+    return perm
+
+
+def make_streams(args, env, dataset, perm, names):
+    """One BatchStream per name in `names` (labeled / unlabeled / real), each with its own sampler."""
+    everything = np.arange(len(dataset), dtype=np.int64)
+    labeled, unlabeled = split_indices(perm if perm is not None else everything, args.labeled_ratio)
+    if "unlabeled" in names and len(unlabeled) == 0:
+        raise UserError(f"--labeled-ratio {args.labeled_ratio} leaves no unlabeled image; leave it unset "
+                        f"to use every image as both labeled and unlabeled")
+    pools = {"labeled": labeled, "unlabeled": unlabeled, "real": labeled}
+    streams = {}
+    for name in names:
+        sampler = SeededEpochSampler(pools[name], args.random_seed, STREAM_IDS[name], env.rank, env.world_size)
+        streams[name] = BatchStream(dataset, sampler, args.batch_size, args.num_workers,
+                                    pin_memory=env.device.type == "cuda", worker_init_fn=seed_worker)
+    return streams
+
+
+def make_train_dataset(args):
+    spec = get_dataset(args.dataset)
+    return spec.build_train(args.data_dir, args.data_list, args.input_size, args.random_scale,
+                            args.random_mirror, args.num_classes, args.ignore_label)

@@ -1,0 +1,23 @@
+"""The supervised training step (train_full.py): cross-entropy on a labeled batch."""
+from engine.common import images_to_device, labels_to_device, losses_to_floats, upsample
+from utils.losses import masked_cross_entropy
+
+
+class SupervisedStep:
+    def __init__(self, segmenter, optimizer, precision, *, input_size, ignore_label, device,
+                 channels_last=False):
+        self.segmenter, self.optimizer, self.precision = segmenter, optimizer, precision
+        self.input_size, self.ignore_label = input_size, ignore_label
+        self.device, self.channels_last = device, channels_last
+
+    def __call__(self, iteration, labeled):
+        images = images_to_device(labeled[0], self.device, self.channels_last)
+        labels = labels_to_device(labeled[1], self.device)
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.precision.autocast():
+            logits = upsample(self.segmenter(images), self.input_size)
+        loss_ce = masked_cross_entropy(logits, labels, self.ignore_label)
+        values = losses_to_floats(iteration, {"loss_ce": loss_ce})
+        self.precision.backward(loss_ce)
+        self.precision.step(self.optimizer)
+        return values

@@ -1,0 +1,64 @@
+"""Evaluate a segmenter checkpoint: per-class IoU and mIoU, result.txt, optional palette PNGs.
+
+    python evaluate.py --dataset pascal_voc --num-classes 21 \
+                       --restore-from ./checkpoints/voc_semi_0_125/VOC_30000.pth
+"""
+import os
+import sys
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from data import get_dataset, palette
+from engine import options
+from engine.evaluator import MLMTFusion, eval_collate, evaluate
+from model import build_segmenter
+from model.weights import load_exact, read_state_dict
+from utils.amp import Precision
+from utils.distributed import init_environment
+from utils.errors import UserError, run_cli
+from utils.metrics import format_iou_table
+
+
+def palette_png_writer(save_dir):
+    colours = palette().flatten().tolist()
+
+    def write(name, prediction):
+        path = os.path.join(save_dir, name + ".png")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        image = Image.fromarray(prediction.astype(np.uint8), mode="P")
+        image.putpalette(colours)
+        image.save(path)
+    return write
+
+
+def main(argv=None):
+    args = options.check_evaluate_args(options.evaluate_parser().parse_args(argv))
+    env = init_environment(args.device, args.gpu)
+    spec = get_dataset(args.dataset)
+    dataset = spec.build_val(args.data_dir, args.data_list, args.num_classes, args.ignore_label)
+    model = build_segmenter(args.backbone, args.num_classes, args.aspp_branches)
+    load_exact(model, read_state_dict(args.restore_from), args.restore_from)
+    model.to(env.device)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    try:
+        os.makedirs(args.save_dir, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--save-dir {args.save_dir} cannot be created: {exc.strerror or exc}") from None
+    fusion = MLMTFusion(args.mlmt_file, len(dataset), args.num_classes) if args.with_mlmt else None
+    loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers,
+                        collate_fn=eval_collate, pin_memory=env.device.type == "cuda")
+    writer = palette_png_writer(args.save_dir) if args.save_output_images else None
+    confusion = evaluate(model, loader, args.num_classes, env.device, Precision(args.amp, env.device),
+                         args.channels_last, fusion, writer)
+    lines = format_iou_table(confusion, spec.class_names(args.num_classes))
+    print("\n".join(lines))
+    with open(os.path.join(args.save_dir, "result.txt"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    run_cli(main, sys.argv[1:])

@@ -1,0 +1,56 @@
+"""Running the scripts from tests, in-process (fast) or as a real subprocess."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from utils.errors import run_cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_main(main, argv, capsys=None):
+    """Run a script's main as the command line would; return (exit status, stdout, stderr).
+
+    Without pytest's capsys (module-scoped fixtures) the output is not captured: ("", "")."""
+    try:
+        run_cli(main, argv)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    if capsys is None:
+        return code, "", ""
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def expect_error(main, argv, capsys, *fragments):
+    code, _, err = run_main(main, argv, capsys)
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def run_subprocess(args, **kwargs):
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="2")
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=kwargs.pop("timeout", 300), **kwargs)
+
+
+def tiny_train_flags(voc_root, checkpoint_dir, *extra):
+    return ["--data-dir", voc_root, "--data-list", os.path.join(voc_root, "lists/train_aug.txt"),
+            "--backbone", "resnet18", "--restore-from", "none", "--input-size", "33,33",
+            "--batch-size", "2", "--num-workers", "0", "--checkpoint-dir", str(checkpoint_dir), *extra]
+
+
+def tiny_eval_flags(voc_root, checkpoint, save_dir, *extra):
+    return ["--data-dir", voc_root, "--data-list", os.path.join(voc_root, "lists/val.txt"),
+            "--backbone", "resnet18", "--restore-from", str(checkpoint), "--save-dir", str(save_dir),
+            "--num-workers", "0", *extra]
+
+
+needs_cuda = pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")

@@ -1,0 +1,35 @@
+"""User-facing errors: one line `error: ...` on stderr and exit status 2, never a traceback."""
+import argparse
+import sys
+
+
+class UserError(Exception):
+    """A problem with the user's input (a flag, a file, the data), reported as one line."""
+
+    prefix, exit_code = "error: ", 2
+
+    def __init__(self, message):
+        message = str(message)
+        # A DataLoader worker re-raises our error as UserError("Caught UserError ... Original Traceback ...");
+        # keep only the original message, which is the last line of that traceback.
+        if "Original Traceback" in message:
+            last = message.rstrip().splitlines()[-1]
+            message = last.split("UserError: ", 1)[-1]
+        super().__init__(message)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the project's one-line error format (exit status 2 as argparse's own)."""
+
+    def error(self, message):
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def run_cli(main, argv=None):
+    """Run a script's main(); turn a UserError into `error: ...` and exit status 2."""
+    try:
+        return main(argv)
+    except UserError as exc:
+        print(f"{exc.prefix}{exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
