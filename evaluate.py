@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from data import get_dataset, palette
 from engine import options
-from engine.evaluator import MLMTFusion, eval_collate, evaluate
+from engine.evaluator import MLMTFusion, check_training_flags, eval_collate, evaluate
 from model import build_segmenter
 from model.weights import load_exact, read_state_dict
 from utils.amp import Precision
@@ -36,6 +36,7 @@ def palette_png_writer(save_dir):
 
 def main(argv=None):
     args = options.check_evaluate_args(options.evaluate_parser().parse_args(argv))
+    check_training_flags(args.restore_from, args)
     env = init_environment(args.device, args.gpu)
     spec = get_dataset(args.dataset)
     dataset = spec.build_val(args.data_dir, args.data_list, args.num_classes, args.ignore_label)
@@ -48,7 +49,7 @@ def main(argv=None):
         os.makedirs(args.save_dir, exist_ok=True)
     except OSError as exc:
         raise UserError(f"--save-dir {args.save_dir} cannot be created: {exc.strerror or exc}") from None
-    fusion = MLMTFusion(args.mlmt_file, len(dataset), args.num_classes) if args.with_mlmt else None
+    fusion = MLMTFusion(args.mlmt_file, len(dataset), args.num_classes, args.mlmt_fusion) if args.with_mlmt else None
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers,
                         collate_fn=eval_collate, pin_memory=env.device.type == "cuda")
     writer = palette_png_writer(args.save_dir) if args.save_output_images else None

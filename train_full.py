@@ -12,7 +12,7 @@ from utils.errors import run_cli
 
 
 def main(argv=None):
-    args = options.check_train_args(options.full_parser().parse_args(argv))
+    args = options.check_train_args(options.full_parser().parse_args(argv), "train_full")
     run = TrainingRun(args, ["labeled"])
     model = setup.make_segmenter(args, run.env, run.say, restore=run.resume is None).train()
     optimizer = setup.make_segmenter_optimizer(model, args)

@@ -14,7 +14,7 @@ from utils.errors import run_cli
 
 
 def main(argv=None):
-    args = options.check_train_args(options.s4gan_parser().parse_args(argv))
+    args = options.check_train_args(options.s4gan_parser().parse_args(argv), "train_s4GAN")
     run = TrainingRun(args, ["labeled", "unlabeled", "real"])
     model = setup.make_segmenter(args, run.env, run.say, restore=run.resume is None).train()
     model_d = setup.make_discriminator(args, run.env, run.say).train()
@@ -23,7 +23,7 @@ def main(argv=None):
     step = S4GANStep(model, model_d, model_d, optimizer, optimizer_d, run.precision,
                      num_classes=args.num_classes, ignore_label=args.ignore_label, input_size=args.input_size,
                      lambda_fm=args.lambda_fm, lambda_st=args.lambda_st, threshold_st=args.threshold_st,
-                     device=run.env.device, channels_last=args.channels_last)
+                     device=run.env.device, d_real_norm=args.d_real_norm, channels_last=args.channels_last)
     run.train(step, {"model": model, "D": model_d}, {"S": optimizer, "D": optimizer_d},
               [(optimizer, args.learning_rate, [1, 10]), (optimizer_d, args.learning_rate_D, None)])
 

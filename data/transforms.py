@@ -80,3 +80,18 @@ def random_crop(image, label, height, width, rng):
     return image[top:top + height, left:left + width], label[top:top + height, left:left + width]
 
 
+
+
+# PASCAL-Context images are normalised as tensors in [0, 1] (spec 6.2). The original s4GAN trainer
+# passes the ImageNet mean in reversed (BGR) order for RGB images; its train_full and the
+# evaluation use the right order. The standard deviation is in RGB order everywhere.
+IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
+IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
+
+
+def context_train_normalization(mode):
+    """(mean, std) for Context training: mode 'reversed' (original s4GAN trainer) or 'rgb'."""
+    if mode not in ("reversed", "rgb"):
+        raise ValueError(f"unknown Context mean mode {mode!r}")
+    mean = IMAGENET_MEAN_RGB[::-1] if mode == "reversed" else IMAGENET_MEAN_RGB
+    return mean, IMAGENET_STD_RGB

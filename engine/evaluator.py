@@ -1,6 +1,9 @@
 """Single-scale evaluation with the original's protocol (spec 7.2): the loader pads each image (VOC:
 to 505x505), the logits are upsampled bilinearly (align_corners=True) to the padded size, cropped
 back to the image, and the argmax is scored against the labels (values outside [0, C) ignored)."""
+import json
+import os
+
 import numpy as np
 import torch
 
@@ -8,6 +11,24 @@ from engine.common import upsample
 from utils.errors import UserError
 
 MLMT_THRESHOLD = 0.2  # MLMT probabilities >= 0.2 mean "class present" (spec 7.5)
+
+
+def check_training_flags(checkpoint, args):
+    """If the checkpoint's folder has this project's args.json, the model flags must agree with it:
+    evaluating a 4-branch run with 2 branches (say) gives wrong numbers without any error."""
+    path = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "args.json")
+    if checkpoint.startswith(("http://", "https://")) or not os.path.isfile(path):
+        return
+    try:
+        with open(path) as f:
+            trained = json.load(f)
+    except (OSError, ValueError):
+        return
+    for name in ("backbone", "aspp_branches", "num_classes"):
+        if name in trained and trained[name] != getattr(args, name):
+            flag = "--" + name.replace("_", "-")
+            raise UserError(f"{flag} {getattr(args, name)} but the run that wrote {checkpoint} used "
+                            f"{flag} {trained[name]} ({path}); pass {flag} {trained[name]}")
 
 
 def eval_collate(samples):

@@ -3,6 +3,7 @@
 import argparse
 
 from data import DATASETS
+from engine.fidelity import apply_profile
 from model import SEGMENTERS
 from model.weights import IMAGENET_WEIGHTS, PRETRAINED_DIR
 from utils.errors import ArgumentParser, UserError
@@ -37,9 +38,12 @@ def add_model_flags(p):
     p.add_argument("--backbone", default="resnet101", choices=sorted(SEGMENTERS),
                    help="[new] DeepLabv2 trunk; resnet50/resnet18 are smaller variants of the same design "
                         "for CPU demos and tests")
-    p.add_argument("--aspp-branches", type=int, default=2, choices=(2, 4),
-                   help="[new] classifier branches summed: 2 reproduces the original (d=6,12 only), "
-                        "4 sums all (d=6,12,18,24)")
+    p.add_argument("--fidelity", default="original", choices=("original", "fixed"),
+                   help="[new] original: reproduce the original code's numerics, quirks included; fixed: "
+                        "correct every quirk (each quirk flag below overrides the profile)")
+    p.add_argument("--aspp-branches", type=int, default=None, choices=(2, 4),
+                   help="[new] classifier branches summed: 2 = original (d=6,12 only), 4 = all "
+                        "(default: from --fidelity)")
     p.add_argument("--num-classes", type=int, default=21,
                    help="number of classes: 21 (VOC), 60 (Context), 19 (Cityscapes)")
 
@@ -78,6 +82,12 @@ def _train_parser(description, batch_size, input_size_default, split_id_default)
                    help="base SGD learning rate of the segmenter; the classifier gets 10x")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     p.add_argument("--weight-decay", type=float, default=5e-4, help="SGD weight decay")
+    p.add_argument("--sgd-mode", default=None, choices=("legacy", "standard"),
+                   help="[new] legacy: emulate PyTorch 0.4 SGD over the original's duplicated backbone "
+                        "parameter list; standard: each tensor once (default: from --fidelity)")
+    p.add_argument("--context-train-mean", default=None, choices=("reversed", "rgb"),
+                   help="[new] PASCAL-Context training normalisation: reversed = the s4GAN trainer's BGR-ordered "
+                        "ImageNet mean on RGB images, rgb = correct (default: from --fidelity and the script)")
     p.add_argument("--num-steps", type=int, default=40000, help="training iterations (also the poly horizon)")
     p.add_argument("--power", type=float, default=0.9, help="poly learning-rate exponent")
     p.add_argument("--random-mirror", action="store_true", help="random horizontal flips (VOC; off as in the original)")
@@ -117,11 +127,16 @@ def s4gan_parser():
     p.add_argument("--threshold-st", type=float, default=0.6,
                    help="D score above which an unlabeled image is self-trained (0.6 VOC/Context, 0.7 Cityscapes)")
     p.add_argument("--restore-from-D", default=None, help="initial discriminator weights")
+    p.add_argument("--d-real-norm", default=None, choices=("labeled", "own"),
+                   help="[new] scale the image of D's real input by the labeled CE batch's range (labeled, "
+                        "original) or by its own (default: from --fidelity)")
     return p
 
 
-def check_train_args(args):
-    """Cross-flag checks the parser cannot do; fills the backbone-dependent --restore-from default."""
+def check_train_args(args, script):
+    """Cross-flag checks the parser cannot do; fills the profile's quirk flags and the
+    backbone-dependent --restore-from default."""
+    apply_profile(args, script)
     if args.labeled_ratio is not None and not 0 < args.labeled_ratio <= 1:
         raise UserError(f"--labeled-ratio {args.labeled_ratio} must be in (0, 1]")
     for flag in ("batch_size", "num_steps", "save_pred_every", "log_every"):
@@ -146,6 +161,9 @@ def evaluate_parser():
     p.add_argument("--restore-from", default="", help="checkpoint to evaluate (file or http(s) URL)")
     p.add_argument("--save-dir", default="results", help="folder for result.txt and the predicted PNGs")
     p.add_argument("--with-mlmt", action="store_true", help="suppress classes the MLMT branch calls absent")
+    p.add_argument("--mlmt-fusion", default=None, choices=("multiply", "mask"),
+                   help="[new] multiply: absent classes' logits x 0 (original); mask: set to -inf "
+                        "(default: from --fidelity)")
     p.add_argument("--mlmt-file", default="./mlmt_output/output_ema_p_1_0_voc_5.txt",
                    help="MLMT class probabilities, one row per val image in list order, background first")
     p.add_argument("--save-output-images", action="store_true", help="write palette PNGs <save-dir>/<id>.png")
@@ -155,6 +173,7 @@ def evaluate_parser():
 
 
 def check_evaluate_args(args):
+    apply_profile(args, "evaluate")
     if not args.restore_from:
         raise UserError("--restore-from is required: the checkpoint to evaluate")
     if args.batch_size < 1:

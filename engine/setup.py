@@ -13,6 +13,7 @@ from model.weights import load_exact, load_matching, read_state_dict
 from utils.checkpoint import atomic_write_bytes
 from utils.distributed import init_environment
 from utils.errors import UserError
+from utils.optim import segmenter_optimizer
 from utils.seeding import seed_everything, seed_worker
 
 SPLIT_FILE = "train_voc_split.pkl"  # the original's name, for every dataset
@@ -67,8 +68,7 @@ def make_discriminator(args, env, say):
 
 
 def make_segmenter_optimizer(model, args):
-    return torch.optim.SGD(model.optim_parameters(args.learning_rate), lr=args.learning_rate,
-                           momentum=args.momentum, weight_decay=args.weight_decay)
+    return segmenter_optimizer(model, args.learning_rate, args.momentum, args.weight_decay, args.sgd_mode)
 
 
 def make_split(args, env, num_images, saved=None):

@@ -1,0 +1,68 @@
+"""Optimizers of the segmenter: standard SGD, or the original's duplicated-list SGD (legacy)."""
+import torch
+from torch.optim import Optimizer
+
+
+class LegacySGD(Optimizer):
+    """SGD as PyTorch 0.4 applied it to a parameter list that names some tensors several times.
+
+    The original built its backbone group by walking every submodule and adding each one's
+    *recursive* parameters, so most backbone tensors appear 3 times and the downsample convs 4 times
+    (spec 3.1.7a). PyTorch 0.4's step walked that list in order and, for every entry p:
+
+        g = p.grad                       the same tensor object at every repeat
+        g += weight_decay * p            in place: the decay accumulates in p.grad, repeat by repeat
+        buf = g (copy) if p has no buffer yet, else buf = momentum * buf + g     one buffer per tensor
+        p -= lr * buf
+
+    Distinct tensors do not interact, so applying each tensor's k repeats back to back gives the
+    same result as the list order. Groups hold each tensor once, with `multiplicity` (one int per
+    tensor, default 1) saying how often it appeared, so GradScaler, DDP and state_dict see ordinary
+    groups.
+    """
+
+    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, multiplicity=None))
+        for group in self.param_groups:
+            if group["multiplicity"] is None:
+                group["multiplicity"] = [1] * len(group["params"])
+            if len(group["multiplicity"]) != len(group["params"]):
+                raise ValueError("multiplicity needs one count per parameter")
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, momentum, decay = group["lr"], group["momentum"], group["weight_decay"]
+            for p, repeats in zip(group["params"], group["multiplicity"]):
+                if p.grad is None:
+                    continue
+                g = p.grad
+                state = self.state[p]
+                for _ in range(repeats):
+                    if decay != 0:
+                        g.add_(p, alpha=decay)
+                    update = g
+                    if momentum != 0:
+                        buf = state.get("momentum_buffer")
+                        if buf is None:
+                            buf = state["momentum_buffer"] = g.clone()
+                        else:
+                            buf.mul_(momentum).add_(g)
+                        update = buf
+                    p.add_(update, alpha=-lr)
+        return loss
+
+
+def segmenter_optimizer(model, lr, momentum, weight_decay, mode):
+    """`legacy`: the original's duplicated backbone list (LegacySGD); `standard`: torch SGD, each tensor once."""
+    groups = model.optim_parameters(lr)
+    if mode == "standard":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if mode != "legacy":
+        raise ValueError(f"unknown SGD mode {mode!r}")
+    groups[0]["multiplicity"] = model.legacy_multiplicities()
+    return LegacySGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
