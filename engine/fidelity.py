@@ -12,6 +12,7 @@ PROFILES = {
               "context_train_mean": "rgb"},
 }
 
+
 def apply_profile(args, script):
     """Fill every quirk flag left unset (None) from the --fidelity profile."""
     profile = PROFILES[args.fidelity]
