@@ -14,14 +14,14 @@ from utils.checkpoint import atomic_write_bytes
 from utils.distributed import init_environment
 from utils.errors import UserError
 from utils.optim import segmenter_optimizer
-from utils.seeding import seed_everything, seed_worker
+from utils.seeding import init_worker, seed_everything
 
 SPLIT_FILE = "train_voc_split.pkl"  # the original's name, for every dataset
 STREAM_IDS = {"labeled": 0, "unlabeled": 1, "real": 2}
 
 
 def start_run(args):
-    """Device and process group, seeds, determinism, the output folder and args.json."""
+    """Device and process group, seeds, determinism, the output folder."""
     env = init_environment(args.device, args.gpu)
     seed_everything(args.random_seed + env.rank)
     if env.device.type == "cpu":
@@ -34,9 +34,13 @@ def start_run(args):
             os.makedirs(args.checkpoint_dir, exist_ok=True)
         except OSError as exc:
             raise UserError(f"--checkpoint-dir {args.checkpoint_dir} cannot be created: {exc.strerror or exc}") from None
-        text = json.dumps(vars(args), indent=2, sort_keys=True, default=list) + "\n"
-        atomic_write_bytes(os.path.join(args.checkpoint_dir, "args.json"), text.encode())
     return env
+
+
+def write_args(args):
+    """<checkpoint-dir>/args.json; written up front, so an unwritable folder stops the run at once."""
+    text = json.dumps(vars(args), indent=2, sort_keys=True, default=list) + "\n"
+    atomic_write_bytes(os.path.join(args.checkpoint_dir, "args.json"), text.encode())
 
 
 def check_ignore_label(args):
@@ -98,7 +102,7 @@ def make_streams(args, env, dataset, perm, names):
     for name in names:
         sampler = SeededEpochSampler(pools[name], args.random_seed, STREAM_IDS[name], env.rank, env.world_size)
         streams[name] = BatchStream(dataset, sampler, args.batch_size, args.num_workers,
-                                    pin_memory=env.device.type == "cuda", worker_init_fn=seed_worker)
+                                    pin_memory=env.device.type == "cuda", worker_init_fn=init_worker)
     return streams
 
 

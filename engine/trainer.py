@@ -17,6 +17,8 @@ class TrainingRun:
         self.args = args
         self.env = setup.start_run(args)
         self.resume = read_training_state(args, self.env.world_size)
+        if self.env.is_main:
+            setup.write_args(args)
         self.dataset = setup.make_train_dataset(args)
         saved_split = self.resume["split"] if self.resume else None
         self.split = setup.make_split(args, self.env, len(self.dataset), saved_split)
@@ -49,9 +51,9 @@ class TrainingRun:
         log = TrainingLog(os.path.join(args.checkpoint_dir, "metrics.jsonl"), start, args.num_steps,
                           args.log_every, enabled=env.is_main)
         try:
-            run_training(start=start, num_steps=args.num_steps, save_every=args.save_pred_every, step=step,
+            run_training(env=env, start=start, num_steps=args.num_steps, save_every=args.save_pred_every, step=step,
                          streams=list(self.streams.values()), set_lrs=set_lrs, log=log,
-                         save_snapshot=save_snapshot, save_state=state.save, is_main=env.is_main)
+                         save_snapshot=save_snapshot, save_state=state.save, modules=modules)
         finally:
             log.close()
             cleanup(env)

@@ -46,7 +46,12 @@ def one_hot(labels, num_classes):
 
 
 def bce_on_probabilities(prob, target_value):
-    """nn.BCELoss on D's sigmoid output against a constant target, always in float32."""
+    """nn.BCELoss on D's sigmoid output against a constant target, always in float32.
+
+    A NaN probability gives a NaN loss (for the caller's check) instead of BCE's range error."""
     prob = prob.float()
+    finite = torch.isfinite(prob)
+    safe = torch.where(finite, prob, torch.full_like(prob, 0.5))
     with torch.autocast(device_type=prob.device.type, enabled=False):
-        return F.binary_cross_entropy(prob, torch.full_like(prob, float(target_value)))
+        loss = F.binary_cross_entropy(safe, torch.full_like(prob, float(target_value)))
+    return torch.where(finite.all(), loss, torch.full_like(loss, float("nan")))

@@ -1,5 +1,6 @@
 """Seeding and the random-number-generator state of a process (for exact resume)."""
 import random
+import signal
 
 import numpy as np
 import torch
@@ -11,11 +12,16 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
-def seed_worker(worker_id):
-    """DataLoader worker_init_fn: python/numpy seeded from torch's per-worker seed (base seed + id)."""
+def init_worker(worker_id):
+    """DataLoader worker_init_fn: python/numpy seeded from torch's per-worker seed (base seed + id).
+
+    Workers ignore SIGINT: Ctrl-C reaches the whole process group, and the main process decides
+    when to stop (after saving its state). SIGTERM keeps its default: the loader uses it to end
+    workers that do not stop by themselves."""
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def rng_state():
