@@ -55,7 +55,7 @@ def main(argv=None):
     writer = palette_png_writer(args.save_dir) if args.save_output_images else None
     confusion = evaluate(model, loader, args.num_classes, env.device, Precision(args.amp, env.device),
                          args.channels_last, fusion, writer)
-    lines = format_iou_table(confusion, spec.class_names(args.num_classes))
+    lines = format_iou_table(confusion, spec.class_names(args.num_classes, args.data_dir))
     print("\n".join(lines))
     with open(os.path.join(args.save_dir, "result.txt"), "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -18,9 +18,11 @@ def main(argv=None):
     run = TrainingRun(args, ["labeled", "unlabeled", "real"])
     model = setup.make_segmenter(args, run.env, run.say, restore=run.resume is None).train()
     model_d = setup.make_discriminator(args, run.env, run.say).train()
+    segmenter, model = setup.prepare_module(model, args, run.env, args.sync_bn)
+    discriminator, model_d = setup.prepare_module(model_d, args, run.env)
     optimizer = setup.make_segmenter_optimizer(model, args)
     optimizer_d = torch.optim.Adam(model_d.parameters(), lr=args.learning_rate_D, betas=(0.9, 0.99))
-    step = S4GANStep(model, model_d, model_d, optimizer, optimizer_d, run.precision,
+    step = S4GANStep(segmenter, discriminator, model_d, optimizer, optimizer_d, run.precision,
                      num_classes=args.num_classes, ignore_label=args.ignore_label, input_size=args.input_size,
                      lambda_fm=args.lambda_fm, lambda_st=args.lambda_st, threshold_st=args.threshold_st,
                      device=run.env.device, d_real_norm=args.d_real_norm, channels_last=args.channels_last)

@@ -3,6 +3,7 @@
 Each entry knows its class names, palette, ignore value and evaluation protocol, so scripts never
 branch on the dataset name.
 """
+import os
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -18,7 +19,7 @@ class DatasetSpec:
     name: str
     build_train: Callable
     build_val: Callable
-    class_names: Callable  # num_classes -> names
+    class_names: Callable  # (num_classes, data_dir) -> names
     ignore_label: Optional[int]  # the value the loader pads with; None: the --ignore-label flag
 
 
@@ -31,13 +32,24 @@ def _voc_val(data_dir, data_list, num_classes, ignore_label):
                            ignore_label=ignore_label, pad_only=True)
 
 
-def _voc_names(num_classes):
+def _voc_names(num_classes, data_dir=None):
     return VOC_CLASSES if num_classes == len(VOC_CLASSES) else generic_class_names(num_classes)
+
+
+def _folder_names(num_classes, data_dir=None):
+    """<data-dir>/classes.txt (one name per line) if it lists num_classes names, else class_<i>."""
+    path = os.path.join(data_dir or "", "classes.txt")
+    if data_dir and os.path.isfile(path):
+        with open(path) as f:
+            names = [line.strip() for line in f if line.strip()]
+        if len(names) == num_classes:
+            return tuple(names)
+    return generic_class_names(num_classes)
 
 
 DATASETS = {
     "pascal_voc": DatasetSpec("pascal_voc", _voc_train, _voc_val, _voc_names, VOC_IGNORE_LABEL),
-    "folder": DatasetSpec("folder", _voc_train, _voc_val, generic_class_names, None),
+    "folder": DatasetSpec("folder", _voc_train, _voc_val, _folder_names, None),
 }
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from engine.common import upsample
+from utils.metrics import confusion_matrix
 from utils.errors import UserError
 
 MLMT_THRESHOLD = 0.2  # MLMT probabilities >= 0.2 mean "class present" (spec 7.5)
@@ -77,7 +78,7 @@ def evaluate(model, loader, num_classes, device, precision=None, channels_last=F
              on_prediction=None):
     """Confusion matrix (C x C, rows = ground truth) over the loader, accumulated on `device`."""
     model.eval()
-    confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
     for groups in loader:
         for images, labels, sizes, names, indices in groups:
             images = images.to(device, non_blocking=True)
@@ -96,12 +97,11 @@ def evaluate(model, loader, num_classes, device, precision=None, channels_last=F
             sizes = sizes.to(device)
             rows = torch.arange(pred.shape[1], device=device)[None, :, None] < sizes[:, 0, None, None]
             cols = torch.arange(pred.shape[2], device=device)[None, None, :] < sizes[:, 1, None, None]
-            keep = rows & cols & (labels >= 0) & (labels < num_classes)
-            confusion += torch.bincount(labels[keep] * num_classes + pred[keep],
-                                        minlength=num_classes * num_classes)
+            scored = torch.where(rows & cols, labels, -1)  # padding is not scored
+            confusion += confusion_matrix(scored, pred, num_classes)
             if on_prediction is not None:
                 pred_cpu, sizes_cpu = pred.cpu().numpy(), sizes.cpu().numpy()
                 for k, name in enumerate(names):
                     h, w = sizes_cpu[k]
                     on_prediction(name, pred_cpu[k, :h, :w])
-    return confusion.reshape(num_classes, num_classes).cpu()
+    return confusion.cpu()

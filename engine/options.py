@@ -105,6 +105,7 @@ def _train_parser(description, batch_size, input_size_default, split_id_default)
                    help="[new] 'auto': continue from <checkpoint-dir>/latest.pth if present (else start fresh); "
                         "or the path of a latest.pth")
     add_speed_flags(p)
+    add_distributed_flags(p)
     return p
 
 
@@ -112,6 +113,12 @@ def add_speed_flags(p):
     p.add_argument("--amp", default="off", choices=("off", "bf16", "fp16"),
                    help="[new] mixed precision (autocast; fp16 adds a gradient scaler); off is bit-faithful")
     p.add_argument("--channels-last", action="store_true", help="[new] NHWC memory format (faster convs on GPUs)")
+
+
+def add_distributed_flags(p):
+    p.add_argument("--sync-bn", action="store_true",
+                   help="[new] under torchrun on GPUs, share BN batch statistics across processes "
+                        "(off: per-process statistics, as the original's DataParallel)")
 
 
 def full_parser():

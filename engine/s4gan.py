@@ -5,8 +5,7 @@ D is trained with BCE to tell (one-hot ground truth (+) image) from (softmax pre
 """
 import torch
 
-from engine.common import (images_to_device, labels_to_device, losses_to_floats, set_requires_grad,
-                           upsample)
+from engine.common import images_to_device, labels_to_device, losses_to_floats, set_requires_grad, upsample
 from model.discriminator import discriminator_input
 from utils.losses import (bce_on_probabilities, feature_matching_loss, masked_cross_entropy, one_hot,
                           self_training_loss)
@@ -31,6 +30,15 @@ class S4GANStep:
     def _images(self, batch):
         return images_to_device(batch[0], self.device, self.channels_last)
 
+    def _segment(self, images):
+        """Logits at the crop size, upsampled in float32 (the losses and D's softmax need it)."""
+        with self.precision.autocast():
+            logits = self.segmenter(images)
+        return upsample(logits.float(), self.input_size)
+
+    def _d_input(self, x):
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
     def __call__(self, iteration, labeled, unlabeled, real):
         autocast = self.precision.autocast
         self.optimizer_s.zero_grad(set_to_none=True)
@@ -39,16 +47,13 @@ class S4GANStep:
 
         # 1. supervised CE on the labeled batch
         x_l, y_l = self._images(labeled), labels_to_device(labeled[1], self.device)
-        with autocast():
-            pred_l = upsample(self.segmenter(x_l), self.input_size)
+        pred_l = self._segment(x_l)
         loss_ce = masked_cross_entropy(pred_l, y_l, self.ignore_label)
 
         # 2. unlabeled batch through S, then D (frozen) on softmax (+) image
         x_u = self._images(unlabeled)
-        with autocast():
-            pred_u = upsample(self.segmenter(x_u), self.input_size)
-        pred_u = pred_u.float()
-        fake = discriminator_input(torch.softmax(pred_u, dim=1), x_u.float())
+        pred_u = self._segment(x_u)
+        fake = self._d_input(discriminator_input(torch.softmax(pred_u, dim=1), x_u.float()))
         with autocast():
             d_fake, feat_fake = self.d_core(fake)
 
@@ -61,7 +66,7 @@ class S4GANStep:
         # The original scales this image by the range of the *labeled CE batch* (x_l).
         x_g, y_g = self._images(real).float(), labels_to_device(real[1], self.device)
         range_of = x_l.float() if self.d_real_norm == "labeled" else None
-        real_input = discriminator_input(one_hot(y_g, self.num_classes), x_g, range_of)
+        real_input = self._d_input(discriminator_input(one_hot(y_g, self.num_classes), x_g, range_of))
         with autocast():
             _, feat_real = self.d_core(real_input)
 

@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from data import get_dataset
 from data.sampler import BatchStream, SeededEpochSampler
@@ -69,6 +70,26 @@ def make_discriminator(args, env, say):
         load_exact(model, state, args.restore_from_D, "--restore-from-D")
         say(f"--restore-from-D {args.restore_from_D}: loaded {len(model.state_dict())} tensors")
     return model.to(env.device)
+
+
+def prepare_module(module, args, env, sync_bn=False):
+    """Memory format and, under torchrun, DistributedDataParallel. Returns (wrapped, bare).
+
+    Parameters that never receive a gradient (the d=18/24 classifier branches with
+    --aspp-branches 2) are excluded from DDP's gradient reduction, as the frozen BN affine ones are."""
+    if args.channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    if not env.distributed:
+        return module, module
+    if sync_bn:
+        if env.device.type != "cuda":
+            raise UserError("--sync-bn needs CUDA GPUs (SyncBatchNorm has no CPU implementation)")
+        module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    unused = getattr(module, "unused_parameter_names", lambda: [])()
+    if unused:
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, unused)
+    device_ids = [env.device.index] if env.device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=device_ids), module
 
 
 def make_segmenter_optimizer(model, args):

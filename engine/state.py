@@ -5,6 +5,7 @@ iteration, every RNG state (one per process), each loader's position in its epoc
 the flags. A resumed run continues exactly where the saved one stopped.
 """
 import hashlib
+import io
 import os
 
 import numpy as np
@@ -77,9 +78,13 @@ class TrainingState:
         self.path = os.path.join(args.checkpoint_dir, LATEST)
 
     def save(self, next_iteration):
-        rng = all_gather_objects(self.env, rng_state())
+        # every process's RNG state, gathered as bytes (all_gather_object mishandles tensors)
+        buffer = io.BytesIO()
+        torch.save(rng_state(), buffer)
+        gathered = all_gather_objects(self.env, buffer.getvalue())
         if not self.env.is_main:
             return
+        rng = [torch.load(io.BytesIO(b), weights_only=True) for b in gathered]
         atomic_torch_save({
             "format": FORMAT,
             "iteration": next_iteration,

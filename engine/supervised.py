@@ -15,7 +15,8 @@ class SupervisedStep:
         labels = labels_to_device(labeled[1], self.device)
         self.optimizer.zero_grad(set_to_none=True)
         with self.precision.autocast():
-            logits = upsample(self.segmenter(images), self.input_size)
+            logits = self.segmenter(images)
+        logits = upsample(logits.float(), self.input_size)  # losses in float32
         loss_ce = masked_cross_entropy(logits, labels, self.ignore_label)
         values = losses_to_floats(iteration, {"loss_ce": loss_ce})
         self.precision.backward(loss_ce)

@@ -119,6 +119,11 @@ class DeepLabV2(nn.Module):
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.layer5(x)
 
+    def unused_parameter_names(self):
+        """Classifier branches that the forward does not sum (they exist for checkpoint compatibility)."""
+        return [f"layer5.conv2d_list.{k}.{name}" for k in range(self.layer5.branches, len(self.layer5.conv2d_list))
+                for name in ("weight", "bias")]
+
     def backbone_modules(self):
         return [self.conv1, self.bn1, self.layer1, self.layer2, self.layer3, self.layer4]
 

@@ -10,8 +10,9 @@ def confusion_matrix(gt, pred, num_classes):
     gt = gt.reshape(-1).long()
     pred = pred.reshape(-1).long()
     keep = (gt >= 0) & (gt < num_classes)
-    codes = gt[keep] * num_classes + pred[keep]
-    return torch.bincount(codes, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    codes = torch.where(keep, gt * num_classes + pred, num_classes * num_classes)  # extra bin: not counted
+    counts = torch.bincount(codes, minlength=num_classes * num_classes + 1)[:-1]
+    return counts.reshape(num_classes, num_classes)
 
 
 def class_iou(confusion):

@@ -1,0 +1,116 @@
+"""Training-step speed and memory: one JSON line per configuration (amp x memory format).
+
+    python benchmarks/bench_train.py                       # small CPU defaults, about a minute
+    python benchmarks/bench_train.py --backbone resnet101 --batch-size 8 --crop 321 \
+        --amp off,bf16 --channels-last off,on --iters 20   # the real s4GAN step on a GPU
+
+Uses the real pieces: the VOC-layout loader with workers (a synthetic set unless --data-dir), the
+three seeded loaders, DeepLabv2 + D and the s4GAN step (or the supervised step with --mode full).
+Reports the median seconds per iteration over the timed iterations after warm-up (synchronised on
+CUDA), images per second, peak memory, and the share of time spent waiting for data.
+"""
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+
+from common import (configurations, data_dir_or_synthetic, device_name, median, peak_memory_mb, reset_peak,
+                    run_configs, sync, timer)
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mode", default="s4gan", choices=("s4gan", "full"))
+    p.add_argument("--device", default="auto")
+    p.add_argument("--backbone", default="resnet18")
+    p.add_argument("--batch-size", type=int, default=2, help="per loader")
+    p.add_argument("--crop", type=int, default=97)
+    p.add_argument("--num-classes", type=int, default=21)
+    p.add_argument("--amp", default="off", help="comma list of off,bf16,fp16")
+    p.add_argument("--channels-last", default="off", help="comma list of off,on")
+    p.add_argument("--iters", type=int, default=5, help="timed iterations")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--sgd-mode", default="legacy", choices=("legacy", "standard"))
+    p.add_argument("--data-dir", default=None, help="VOC-layout folder with lists/train_aug.txt (default: synthetic)")
+    p.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def run_one(args, amp, channels_last):
+    from data.sampler import BatchStream, SeededEpochSampler
+    from data.voc import VOCSegmentation
+    from engine.s4gan import S4GANStep
+    from engine.supervised import SupervisedStep
+    from model import build_discriminator, build_segmenter
+    from utils.amp import Precision
+    from utils.distributed import choose_device
+    from utils.optim import segmenter_optimizer
+    from utils.schedules import apply_poly_lr
+    from utils.seeding import init_worker
+
+    device = choose_device(args.device)
+    torch.manual_seed(0)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    root = data_dir_or_synthetic(args.data_dir, max_size=max(160, args.crop))
+    dataset = VOCSegmentation(root, os.path.join(root, "lists", "train_aug.txt"), (args.crop, args.crop),
+                              num_classes=args.num_classes)
+    names = ["labeled", "unlabeled", "real"] if args.mode == "s4gan" else ["labeled"]
+    streams = [BatchStream(dataset, SeededEpochSampler(np.arange(len(dataset)), 0, k), args.batch_size,
+                           args.num_workers, pin_memory=device.type == "cuda", worker_init_fn=init_worker)
+               for k, _ in enumerate(names)]
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model = build_segmenter(args.backbone, args.num_classes).to(device, memory_format=layout).train()
+    optimizer = segmenter_optimizer(model, 2.5e-4, 0.9, 5e-4, args.sgd_mode)
+    precision = Precision(amp, device)
+    crop = (args.crop, args.crop)
+    if args.mode == "s4gan":
+        d = build_discriminator(args.num_classes).to(device, memory_format=layout).train()
+        optimizer_d = torch.optim.Adam(d.parameters(), lr=1e-4, betas=(0.9, 0.99))
+        step = S4GANStep(model, d, d, optimizer, optimizer_d, precision, num_classes=args.num_classes,
+                         ignore_label=255, input_size=crop, lambda_fm=0.1, lambda_st=1.0, threshold_st=0.6,
+                         device=device, channels_last=channels_last)
+    else:
+        step = SupervisedStep(model, optimizer, precision, input_size=crop, ignore_label=255, device=device,
+                              channels_last=channels_last)
+    waits, totals = [], []
+    for i in range(args.warmup + args.iters):
+        if i == args.warmup:
+            reset_peak(device)
+        apply_poly_lr(optimizer, 2.5e-4, i, 40000, 0.9, [1, 10])
+        t0 = timer()
+        batches = [next(s) for s in streams]
+        t1 = timer()
+        step(i, *batches)
+        sync(device)
+        t2 = timer()
+        if i >= args.warmup:
+            waits.append(t1 - t0)
+            totals.append(t2 - t0)
+    sec = median(totals)
+    images = args.batch_size * len(names)
+    return {"bench": "train", "mode": args.mode, "device": device_name(device), "torch": torch.__version__,
+            "model": f"deeplabv2-{args.backbone}", "batch": args.batch_size, "images_per_iter": images,
+            "crop": args.crop, "amp": amp, "channels_last": channels_last, "sgd_mode": args.sgd_mode,
+            "num_workers": args.num_workers, "iters": args.iters, "sec_per_iter": round(sec, 4),
+            "images_per_sec": round(images / sec, 2), "peak_mem_mb": peak_memory_mb(device),
+            "data_wait_share": round(sum(waits) / sum(totals), 4)}
+
+
+def main(argv=None):
+    args = parse(argv)
+    if args.one:
+        amp, channels_last = args.one.split(",")
+        print(json.dumps(run_one(args, amp, channels_last == "1")), flush=True)
+        return
+    configs = [(a, c == "on") for a, c in configurations(args.amp, args.channels_last)]
+    base = [a for a in (argv if argv is not None else sys.argv[1:])]
+    run_configs(os.path.abspath(__file__), base, configs)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""A procedurally generated segmentation dataset in the exact VOC layout (for the demo and benchmarks).
+
+    python -m data.synthetic --out ./data/synthetic
+
+Scenes of five object classes on textured backgrounds. A class is told by its shape *and* its
+texture; colours are drawn from one shared palette, so colour alone says nothing. Objects vary in
+scale and rotation and occlude each other; label PNGs are VOC palette PNGs with a 255 (void) band
+along object boundaries, as VOC outlines its objects. Writes JPEGImages/, SegmentationClassAug/,
+lists/train_aug.txt, lists/val.txt and classes.txt.
+"""
+import argparse
+import os
+import sys
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from data.classes import voc_palette
+
+CLASSES = ("background", "disc", "box", "triangle", "ring", "cross")
+SHARED_COLOURS = np.array([[200, 60, 50], [60, 160, 70], [50, 80, 190], [210, 190, 60], [150, 70, 170],
+                           [70, 180, 190], [230, 130, 40], [120, 120, 120]], np.float32)
+
+
+def _texture(kind, h, w, rng):
+    """A [0, 1] pattern of one of several kinds (each object class has its own kind)."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    period = rng.uniform(5, 10)
+    angle = rng.uniform(0, np.pi)
+    if kind == "dots":
+        return ((np.sin(xx * 2 * np.pi / period) * np.sin(yy * 2 * np.pi / period)) > 0.35).astype(np.float32)
+    if kind == "stripes":
+        u = xx * np.cos(angle) + yy * np.sin(angle)
+        return (np.sin(u * 2 * np.pi / period) > 0).astype(np.float32)
+    if kind == "checker":
+        return ((np.floor(xx / period) + np.floor(yy / period)) % 2).astype(np.float32)
+    if kind == "waves":
+        return 0.5 + 0.5 * np.sin((xx + 4 * np.sin(yy / period)) * 2 * np.pi / period)
+    if kind == "grain":
+        noise = rng.random((h // 4 + 1, w // 4 + 1)).astype(np.float32)
+        return cv2.resize(noise, (w, h), interpolation=cv2.INTER_NEAREST)
+    raise ValueError(kind)
+
+
+OBJECT_TEXTURES = {1: "dots", 2: "stripes", 3: "checker", 4: "waves", 5: "grain"}
+
+
+def _shape_mask(cls, h, w, rng):
+    """A filled mask of class `cls` somewhere in an h x w image, random scale and rotation."""
+    mask = np.zeros((h, w), np.uint8)
+    size = rng.uniform(0.15, 0.45) * min(h, w)
+    cy, cx = rng.uniform(0.1, 0.9) * h, rng.uniform(0.1, 0.9) * w
+    angle = rng.uniform(0, 360)
+    if cls == 1:
+        cv2.ellipse(mask, (int(cx), int(cy)), (int(size / 2), int(size / 2 * rng.uniform(0.8, 1.0))), angle, 0, 360, 1, -1)
+    elif cls == 2:
+        box = ((cx, cy), (size, size * rng.uniform(0.6, 1.0)), angle)
+        cv2.fillPoly(mask, [cv2.boxPoints(box).astype(np.int32)], 1)
+    elif cls == 3:
+        pts = [(cx + size / 1.6 * np.cos(np.radians(angle + k * 120)), cy + size / 1.6 * np.sin(np.radians(angle + k * 120)))
+               for k in range(3)]
+        cv2.fillPoly(mask, [np.array(pts, np.int32)], 1)
+    elif cls == 4:
+        cv2.circle(mask, (int(cx), int(cy)), int(size / 2), 1, -1)
+        cv2.circle(mask, (int(cx), int(cy)), int(size / 4), 0, -1)
+    elif cls == 5:
+        arm = size / 2
+        bar = size / 6
+        for theta in (angle, angle + 90):
+            box = ((cx, cy), (2 * arm, 2 * bar), theta)
+            cv2.fillPoly(mask, [cv2.boxPoints(box).astype(np.int32)], 1)
+    return mask.astype(bool)
+
+
+def make_scene(rng, max_size=160, min_size=96):
+    """One (BGR uint8 image, label uint8) pair."""
+    h, w = (int(rng.integers(min_size, max_size + 1)) for _ in range(2))
+    c1, c2 = SHARED_COLOURS[rng.choice(len(SHARED_COLOURS), 2, replace=False)]
+    background = _texture(rng.choice(["waves", "grain", "stripes"]), h, w, rng)
+    image = c1 * background[..., None] * 0.6 + c2 * (1 - background[..., None] * 0.6)
+    image = image * rng.uniform(0.6, 1.0)  # dimmer backgrounds, same palette
+    label = np.zeros((h, w), np.uint8)
+    for _ in range(int(rng.integers(1, 4))):
+        cls = int(rng.integers(1, len(CLASSES)))
+        mask = _shape_mask(cls, h, w, rng)
+        if mask.sum() < 30:
+            continue
+        a, b = SHARED_COLOURS[rng.choice(len(SHARED_COLOURS), 2, replace=False)]
+        pattern = _texture(OBJECT_TEXTURES[cls], h, w, rng)[..., None]
+        image[mask] = (a * pattern + b * (1 - pattern))[mask]
+        label[mask] = cls  # later objects occlude earlier ones
+    kernel = np.ones((3, 3), np.uint8)
+    boundary = (cv2.dilate(label, kernel) != cv2.erode(label, kernel)) & (cv2.dilate(label, kernel) > 0)
+    label[boundary] = 255
+    image = image + rng.normal(0, 12, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8), label
+
+
+def write_dataset(out, num_train=400, num_val=100, seed=0, max_size=160, min_size=96):
+    """Write the dataset under `out`; returns the list of written ids per split."""
+    for folder in ("JPEGImages", "SegmentationClassAug", "lists"):
+        os.makedirs(os.path.join(out, folder), exist_ok=True)
+    colours = voc_palette().flatten().tolist()
+    rng = np.random.default_rng(seed)
+    written = {}
+    for split, count in (("train_aug", num_train), ("val", num_val)):
+        ids = []
+        for k in range(count):
+            name = f"{split}_{k:05d}"
+            image, label = make_scene(rng, max_size, min_size)
+            cv2.imwrite(os.path.join(out, "JPEGImages", name + ".jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+            png = Image.fromarray(label, mode="P")
+            png.putpalette(colours)
+            png.save(os.path.join(out, "SegmentationClassAug", name + ".png"))
+            ids.append(name)
+        with open(os.path.join(out, "lists", f"{split}.txt"), "w") as f:
+            f.writelines(i + "\n" for i in ids)
+        written[split] = ids
+    with open(os.path.join(out, "classes.txt"), "w") as f:
+        f.writelines(c + "\n" for c in CLASSES)
+    return written
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m data.synthetic", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--num-train", type=int, default=400, help="training images (default: %(default)s)")
+    parser.add_argument("--num-val", type=int, default=100, help="validation images (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="generator seed (default: %(default)s)")
+    parser.add_argument("--max-size", type=int, default=160, help="largest image side, <= 500 (default: %(default)s)")
+    parser.add_argument("--min-size", type=int, default=96, help="smallest image side (default: %(default)s)")
+    args = parser.parse_args(argv)
+    if not 16 <= args.min_size <= args.max_size <= 500:
+        parser.error("need 16 <= --min-size <= --max-size <= 500")
+    write_dataset(args.out, args.num_train, args.num_val, args.seed, args.max_size, args.min_size)
+    print(f"wrote {args.out}: {args.num_train} training and {args.num_val} validation images, "
+          f"{len(CLASSES)} classes ({', '.join(CLASSES)})")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

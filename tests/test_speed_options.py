@@ -1,0 +1,67 @@
+"""Mixed precision, channels-last, SyncBN guard and batched evaluation grouping (CPU)."""
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import evaluate
+import train_s4GAN
+from engine.setup import prepare_module
+from model import build_segmenter
+from tests.helpers import run_main, tiny_eval_flags, tiny_train_flags
+from tests.voc_fixture import write_label
+from utils.distributed import Env
+from utils.errors import UserError
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_amp_and_channels_last_train_resume_and_evaluate_on_cpu(voc_root, tmp_path, capsys, amp):
+    flags = tiny_train_flags(voc_root, tmp_path, "--labeled-ratio", "0.5", "--num-steps", "3", "--save-pred-every", "1",
+                             "--amp", amp, "--channels-last")
+    code, _, err = run_main(train_s4GAN.main, flags, capsys)
+    assert code == 0, err
+    state = torch.load(tmp_path / "VOC_3.pth", weights_only=True)
+    assert all(t.dtype == torch.float32 for t in state.values() if t.is_floating_point())  # weights stay fp32
+    latest = torch.load(tmp_path / "latest.pth", weights_only=True)
+    assert bool(latest["scaler"]) == (amp == "fp16")  # the fp16 gradient scaler is part of the state
+    code, out, err = run_main(evaluate.main, tiny_eval_flags(voc_root, tmp_path / "VOC_3.pth", tmp_path / "r",
+                                                             "--amp", amp, "--channels-last"), capsys)
+    assert code == 0 and "meanIOU" in out, err
+
+
+def test_sync_bn_needs_cuda_under_torchrun():
+    env = Env(torch.device("cpu"), rank=0, world_size=2)
+    with pytest.raises(UserError, match="--sync-bn needs CUDA"):
+        prepare_module(build_segmenter("resnet18", 3), type("A", (), {"channels_last": False})(), env, sync_bn=True)
+
+
+def test_single_process_prepare_module_keeps_the_module():
+    model = build_segmenter("resnet18", 3)
+    wrapped, bare = prepare_module(model, type("A", (), {"channels_last": True})(), Env(torch.device("cpu")))
+    assert wrapped is bare is model
+    assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert model.unused_parameter_names() == ["layer5.conv2d_list.2.weight", "layer5.conv2d_list.2.bias",
+                                              "layer5.conv2d_list.3.weight", "layer5.conv2d_list.3.bias"]
+
+
+def test_batched_evaluation_groups_images_of_other_sizes(fresh_voc, tmp_path, capsys):
+    """An image larger than the 505 padding is kept whole; batches never pad it further, so batched
+    and one-at-a-time evaluation agree."""
+    rng = np.random.default_rng(0)
+    name = "2007_val_big"
+    cv2.imwrite(os.path.join(fresh_voc, "JPEGImages", name + ".jpg"), rng.integers(0, 255, (520, 300, 3), dtype=np.uint8))
+    write_label(os.path.join(fresh_voc, "SegmentationClassAug", name + ".png"), rng.integers(0, 21, (520, 300)))
+    with open(os.path.join(fresh_voc, "lists", "val.txt"), "a") as f:
+        f.write(name + "\n")
+    torch.manual_seed(0)
+    torch.save(build_segmenter("resnet18", 21).state_dict(), tmp_path / "m.pth")
+    outputs = []
+    for batch in ("1", "4"):
+        code, out, err = run_main(evaluate.main, tiny_eval_flags(fresh_voc, tmp_path / "m.pth", tmp_path / batch,
+                                                                 "--batch-size", batch, "--save-output-images"), capsys)
+        assert code == 0, err
+        outputs.append(out)
+    assert outputs[0] == outputs[1]
+    assert cv2.imread(str(tmp_path / "4" / (name + ".png"))).shape[:2] == (520, 300)
