@@ -14,7 +14,7 @@ test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q tests
 
 demo: $(STAMP)
-	@echo "make demo: not yet available (the synthetic-data demo is being built)"
+	$(VENV)/bin/python demo.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -19,6 +19,7 @@ class DatasetSpec:
     name: str
     build_train: Callable
     build_val: Callable
+    build_unlabeled: Optional[Callable]  # images without label PNGs (--unlabeled-list), or None
     class_names: Callable  # (num_classes, data_dir) -> names
     ignore_label: Optional[int]  # the value the loader pads with; None: the --ignore-label flag
 
@@ -27,9 +28,20 @@ def _voc_train(data_dir, data_list, crop_size, scale, mirror, num_classes, ignor
     return VOCSegmentation(data_dir, data_list, crop_size, scale, mirror, num_classes, ignore_label)
 
 
+def _voc_unlabeled(data_dir, data_list, crop_size, scale, mirror, num_classes, ignore_label):
+    return VOCSegmentation(data_dir, data_list, crop_size, scale, mirror, num_classes, ignore_label, labeled=False,
+                           list_flag="--unlabeled-list")
+
+
 def _voc_val(data_dir, data_list, num_classes, ignore_label):
     return VOCSegmentation(data_dir, data_list, VOC_EVAL_SIZE, num_classes=num_classes,
                            ignore_label=ignore_label, pad_only=True)
+
+
+def _folder_val(data_dir, data_list, num_classes, ignore_label):
+    """Custom data: each image scored at its own size (padded to 8k+1), not padded to VOC's 505."""
+    return VOCSegmentation(data_dir, data_list, None, num_classes=num_classes, ignore_label=ignore_label,
+                           pad_only=True)
 
 
 def _voc_names(num_classes, data_dir=None):
@@ -48,8 +60,8 @@ def _folder_names(num_classes, data_dir=None):
 
 
 DATASETS = {
-    "pascal_voc": DatasetSpec("pascal_voc", _voc_train, _voc_val, _voc_names, VOC_IGNORE_LABEL),
-    "folder": DatasetSpec("folder", _voc_train, _voc_val, _folder_names, None),
+    "pascal_voc": DatasetSpec("pascal_voc", _voc_train, _voc_val, _voc_unlabeled, _voc_names, VOC_IGNORE_LABEL),
+    "folder": DatasetSpec("folder", _voc_train, _folder_val, _voc_unlabeled, _folder_names, None),
 }
 
 

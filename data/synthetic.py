@@ -2,8 +2,9 @@
 
     python -m data.synthetic --out ./data/synthetic
 
-Scenes of five object classes on textured backgrounds. A class is told by its shape *and* its
-texture; colours are drawn from one shared palette, so colour alone says nothing. Objects vary in
+Scenes of five object classes on smooth greyish backgrounds. A class is told by its shape, its
+texture and (ambiguously) its colour: each class has its own hue, but the hue ranges of neighbouring
+classes overlap. Objects vary in
 scale and rotation and occlude each other; label PNGs are VOC palette PNGs with a 255 (void) band
 along object boundaries, as VOC outlines its objects. Writes JPEGImages/, SegmentationClassAug/,
 lists/train_aug.txt, lists/val.txt and classes.txt.
@@ -19,8 +20,6 @@ from PIL import Image
 from data.classes import voc_palette
 
 CLASSES = ("background", "disc", "box", "triangle", "ring", "cross")
-SHARED_COLOURS = np.array([[200, 60, 50], [60, 160, 70], [50, 80, 190], [210, 190, 60], [150, 70, 170],
-                           [70, 180, 190], [230, 130, 40], [120, 120, 120]], np.float32)
 
 
 def _texture(kind, h, w, rng):
@@ -73,27 +72,44 @@ def _shape_mask(cls, h, w, rng):
     return mask.astype(bool)
 
 
+def _smooth_field(h, w, rng, cells=4):
+    """A smooth [0, 1] random field (bilinear upsampling of a coarse random grid)."""
+    coarse = rng.random((cells, cells)).astype(np.float32)
+    return cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC).clip(0, 1)
+
+
+def _object_colour(cls, rng):
+    """BGR colour around the class's own hue; neighbouring classes' hues overlap (std 30 degrees)."""
+    hue = (cls * 36 + rng.normal(0, 15)) % 180  # OpenCV hue units: 0..180 = 0..360 degrees
+    hsv = np.uint8([[[hue, rng.integers(120, 256), rng.integers(130, 256)]]])
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0].astype(np.float32)
+
+
 def make_scene(rng, max_size=160, min_size=96):
-    """One (BGR uint8 image, label uint8) pair."""
+    """One (BGR uint8 image, label uint8) pair.
+
+    The background is smooth and greyish (two muted colours blended by a low-frequency field). Each
+    object has its class's shape and texture, in a colour drawn around its class's hue; the hue ranges
+    of neighbouring classes overlap, so colour alone is ambiguous."""
     h, w = (int(rng.integers(min_size, max_size + 1)) for _ in range(2))
-    c1, c2 = SHARED_COLOURS[rng.choice(len(SHARED_COLOURS), 2, replace=False)]
-    background = _texture(rng.choice(["waves", "grain", "stripes"]), h, w, rng)
-    image = c1 * background[..., None] * 0.6 + c2 * (1 - background[..., None] * 0.6)
-    image = image * rng.uniform(0.6, 1.0)  # dimmer backgrounds, same palette
+    c1, c2 = rng.uniform(60, 200, (2, 3)).astype(np.float32)
+    c1, c2 = (c + (c.mean() - c) * 0.6 for c in (c1, c2))  # desaturate the background
+    field = _smooth_field(h, w, rng)[..., None]
+    image = c1 * field + c2 * (1 - field)
     label = np.zeros((h, w), np.uint8)
     for _ in range(int(rng.integers(1, 4))):
         cls = int(rng.integers(1, len(CLASSES)))
         mask = _shape_mask(cls, h, w, rng)
         if mask.sum() < 30:
             continue
-        a, b = SHARED_COLOURS[rng.choice(len(SHARED_COLOURS), 2, replace=False)]
+        colour = _object_colour(cls, rng)
         pattern = _texture(OBJECT_TEXTURES[cls], h, w, rng)[..., None]
-        image[mask] = (a * pattern + b * (1 - pattern))[mask]
+        image[mask] = (colour * (0.55 + 0.45 * pattern))[mask]
         label[mask] = cls  # later objects occlude earlier ones
     kernel = np.ones((3, 3), np.uint8)
     boundary = (cv2.dilate(label, kernel) != cv2.erode(label, kernel)) & (cv2.dilate(label, kernel) > 0)
     label[boundary] = 255
-    image = image + rng.normal(0, 12, image.shape)
+    image = image + rng.normal(0, 8, image.shape)
     return np.clip(image, 0, 255).astype(np.uint8), label
 
 

@@ -40,7 +40,8 @@ class VOCSegmentation(Dataset):
     """Items: (image float32 3xHxW RGB minus mean, label int64 HxW, (h, w) before padding, id, index).
 
     Training: optional random scale, pad (label 255) to the crop, random crop, optional mirror.
-    `pad_only` (evaluation): pad to at least `crop_size` and never crop.
+    `pad_only` (evaluation): pad to at least `crop_size` and never crop; crop_size None pads each
+    image only to the next 8k+1 size (the sizes at which the stride-8 output aligns with the input).
     An item can be an index or (index, seed_key) as yielded by data.sampler: the key seeds that
     sample's augmentation, so a run is reproducible whatever the number of workers.
     `labeled=False` reads no label file (label all ignore), for images that have none.
@@ -53,7 +54,7 @@ class VOCSegmentation(Dataset):
             raise UserError(f"--data-dir {root} does not exist or is not a folder")
         self.root = root
         self.ids = list(ids) if ids is not None else read_id_list(list_path, list_flag)
-        self.crop_h, self.crop_w = crop_size
+        self.crop_h, self.crop_w = crop_size if crop_size is not None else (None, None)
         self.scale, self.mirror, self.pad_only, self.labeled = scale, mirror, pad_only, labeled
         self.num_classes, self.ignore_label = num_classes, ignore_label
         self.mean = np.asarray(mean, np.float32)
@@ -92,7 +93,10 @@ class VOCSegmentation(Dataset):
         if self.scale:
             image, label = random_scale(image, label, rng)
         image = image.astype(np.float32) - self.mean
-        image, label = pad_bottom_right(image, label, self.crop_h, self.crop_w, self.ignore_label)
+        height, width = self.crop_h, self.crop_w
+        if height is None:
+            height, width = (8 * -(-(n - 1) // 8) + 1 for n in label.shape)
+        image, label = pad_bottom_right(image, label, height, width, self.ignore_label)
         if not self.pad_only:
             image, label = random_crop(image, label, self.crop_h, self.crop_w, rng)
         image = image[:, :, ::-1].transpose(2, 0, 1)  # BGR -> RGB, HWC -> CHW

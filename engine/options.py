@@ -98,6 +98,10 @@ def _train_parser(description, batch_size, input_size_default, split_id_default)
                    help="initial segmenter weights, copied where name and shape match; default "
                         f"{PRETRAINED_DIR}/<ImageNet file of --backbone> "
                         f"({IMAGENET_WEIGHTS['resnet101']} for resnet101); 'none': random initialisation")
+    p.add_argument("--init", default="original", choices=("original", "kaiming"),
+                   help="[new] initialisation of the trunk's convs before --restore-from: original = N(0, 0.01) "
+                        "as the original code; kaiming = He init, much better when training from scratch "
+                        "(--restore-from none)")
     p.add_argument("--save-pred-every", type=int, default=5000, help="write VOC_<iter>.pth every this many iterations")
     p.add_argument("--checkpoint-dir", default="./checkpoints/voc_semi_0_125/", help="output folder")
     p.add_argument("--log-every", type=int, default=10, help="[new] print and log to metrics.jsonl every this many iterations")
@@ -134,6 +138,9 @@ def s4gan_parser():
     p.add_argument("--threshold-st", type=float, default=0.6,
                    help="D score above which an unlabeled image is self-trained (0.6 VOC/Context, 0.7 Cityscapes)")
     p.add_argument("--restore-from-D", default=None, help="initial discriminator weights")
+    p.add_argument("--unlabeled-list", default=None,
+                   help="[new] ids of extra images (<data-dir>/JPEGImages/<id>.jpg) that have no label PNG; "
+                        "they join the unlabeled pool")
     p.add_argument("--d-real-norm", default=None, choices=("labeled", "own"),
                    help="[new] scale the image of D's real input by the labeled CE batch's range (labeled, "
                         "original) or by its own (default: from --fidelity)")

@@ -7,6 +7,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from data import get_dataset
+from data.joined import JoinedDataset
 from data.sampler import BatchStream, SeededEpochSampler
 from data.splits import load_permutation, save_permutation, seeded_permutation, split_indices
 from model import build_discriminator, build_segmenter
@@ -52,7 +53,7 @@ def check_ignore_label(args):
 
 
 def make_segmenter(args, env, say, restore=True):
-    model = build_segmenter(args.backbone, args.num_classes, args.aspp_branches)
+    model = build_segmenter(args.backbone, args.num_classes, args.aspp_branches, args.init)
     if restore and args.restore_from.lower() != "none":
         state = read_state_dict(args.restore_from, "--restore-from")
         loaded, mismatched = load_matching(model, state, args.restore_from)
@@ -111,10 +112,14 @@ def make_split(args, env, num_images, saved=None):
     return perm
 
 
-def make_streams(args, env, dataset, perm, names):
-    """One BatchStream per name in `names` (labeled / unlabeled / real), each with its own sampler."""
-    everything = np.arange(len(dataset), dtype=np.int64)
+def make_streams(args, env, dataset, perm, names, num_listed=None):
+    """One BatchStream per name in `names` (labeled / unlabeled / real), each with its own sampler.
+
+    Indices >= num_listed (images of --unlabeled-list) join the unlabeled pool only."""
+    num_listed = len(dataset) if num_listed is None else num_listed
+    everything = np.arange(num_listed, dtype=np.int64)
     labeled, unlabeled = split_indices(perm if perm is not None else everything, args.labeled_ratio)
+    unlabeled = np.concatenate([unlabeled, np.arange(num_listed, len(dataset), dtype=np.int64)])
     if "unlabeled" in names and len(unlabeled) == 0:
         raise UserError(f"--labeled-ratio {args.labeled_ratio} leaves no unlabeled image; leave it unset "
                         f"to use every image as both labeled and unlabeled")
@@ -128,6 +133,11 @@ def make_streams(args, env, dataset, perm, names):
 
 
 def make_train_dataset(args):
+    """The training list's dataset, and (as a JoinedDataset after it) the --unlabeled-list images."""
     spec = get_dataset(args.dataset)
-    return spec.build_train(args.data_dir, args.data_list, args.input_size, args.random_scale,
-                            args.random_mirror, args.num_classes, args.ignore_label)
+    flags = (args.input_size, args.random_scale, args.random_mirror, args.num_classes, args.ignore_label)
+    listed = spec.build_train(args.data_dir, args.data_list, *flags)
+    if not getattr(args, "unlabeled_list", None):
+        return listed, len(listed)
+    extra = spec.build_unlabeled(args.data_dir, args.unlabeled_list, *flags)
+    return JoinedDataset(listed, extra), len(listed)

@@ -19,10 +19,10 @@ class TrainingRun:
         self.resume = read_training_state(args, self.env.world_size)
         if self.env.is_main:
             setup.write_args(args)
-        self.dataset = setup.make_train_dataset(args)
+        self.dataset, num_listed = setup.make_train_dataset(args)
         saved_split = self.resume["split"] if self.resume else None
-        self.split = setup.make_split(args, self.env, len(self.dataset), saved_split)
-        self.streams = setup.make_streams(args, self.env, self.dataset, self.split, stream_names)
+        self.split = setup.make_split(args, self.env, num_listed, saved_split)
+        self.streams = setup.make_streams(args, self.env, self.dataset, self.split, stream_names, num_listed)
         self.precision = Precision(args.amp, self.env.device)
         if self.resume:
             self.say(f"resuming from {self.resume['path']} at iteration {self.resume['iteration']}")

@@ -6,7 +6,9 @@ Faithful to the original layout so that its checkpoints load by name:
 - max pooling with ceil_mode=True;
 - every BN keeps its affine parameters frozen, but stays in train mode while training;
 - the classifier ("layer5") has four dilated 3x3 branches (6, 12, 18, 24); the original forward
-  returns inside its loop and sums only the first two (`aspp_branches=2`), 4 sums all of them.
+  returns inside its loop and sums only the first two (`aspp_branches=2`), 4 sums all of them;
+- every conv starts from N(0, 0.01) (`init="original"`); `init="kaiming"` gives the trunk He
+  initialisation instead, for training from scratch.
 """
 from collections import Counter
 
@@ -80,7 +82,7 @@ class ASPPClassifier(nn.Module):
 
 
 class DeepLabV2(nn.Module):
-    def __init__(self, block, layers, num_classes, aspp_branches=2):
+    def __init__(self, block, layers, num_classes, aspp_branches=2, init="original"):
         super().__init__()
         self.inplanes = 64
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
@@ -96,6 +98,10 @@ class DeepLabV2(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.normal_(m.weight, 0.0, 0.01)
+                if init == "kaiming" and not any(m is c for c in self.layer5.conv2d_list):
+                    # N(0, 0.01) is harmless under ImageNet weights, but from scratch such small
+                    # weights ahead of BN make the effective step size huge; He init trains well.
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
@@ -156,6 +162,6 @@ BACKBONES = {
 }
 
 
-def deeplabv2(backbone="resnet101", num_classes=21, aspp_branches=2):
+def deeplabv2(backbone="resnet101", num_classes=21, aspp_branches=2, init="original"):
     block, layers = BACKBONES[backbone]
-    return DeepLabV2(block, layers, num_classes, aspp_branches)
+    return DeepLabV2(block, layers, num_classes, aspp_branches, init)

@@ -1,0 +1,47 @@
+"""Colour label maps, overlays and image montages (RGB uint8 numpy arrays)."""
+import cv2
+import numpy as np
+
+from data.classes import voc_palette
+
+PALETTE = voc_palette()
+
+
+def colorize(label):
+    """Class indices -> RGB with the VOC palette (255 = void is white)."""
+    return PALETTE[np.asarray(label, np.int64).clip(0, 255)]
+
+
+def overlay(image_rgb, label, alpha=0.55):
+    """The label's colours blended over the image where the label is not background (0)."""
+    colours = colorize(label).astype(np.float32)
+    out = image_rgb.astype(np.float32)
+    mask = (np.asarray(label) != 0)[..., None]
+    return np.where(mask, (1 - alpha) * out + alpha * colours, out).astype(np.uint8)
+
+
+def _tile(image, height, width, nearest):
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
+
+
+def montage(rows, headers=None, tile=(160, 160), nearest_columns=()):
+    """A grid of RGB tiles: rows[r][c], each resized to `tile` (h, w); optional column headers."""
+    h, w = tile
+    grid = [np.concatenate([_tile(img, h, w, c in nearest_columns) for c, img in enumerate(row)], axis=1)
+            for row in rows]
+    out = np.concatenate(grid, axis=0)
+    if headers:
+        bar = np.full((24, out.shape[1], 3), 255, np.uint8)
+        for c, text in enumerate(headers):
+            cv2.putText(bar, text, (c * w + 6, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        out = np.concatenate([bar, out], axis=0)
+    return out
+
+
+def read_rgb(path):
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def save_rgb(path, image_rgb):
+    cv2.imwrite(path, cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
