@@ -5,7 +5,6 @@ import os
 import cv2
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import demo
@@ -16,7 +15,7 @@ from data.joined import JoinedDataset
 from data.synthetic import CLASSES, write_dataset
 from data.voc import VOCSegmentation
 from engine import options
-from tests.helpers import run_main, tiny_eval_flags, tiny_train_flags
+from tests.helpers import run_main, tiny_train_flags
 from utils import plot
 from utils.progress import TrainingLog
 
