@@ -11,15 +11,14 @@ Every command it runs is printed, so each step can be re-run by hand.
 """
 import argparse
 import os
-import subprocess
 import sys
 import time
 
+from data.classes import voc_palette
 from data.transforms import read_label
+from utils.experiments import read_result, results_table, run_script as run
 from utils.plot import plot_runs, read_metrics
 from utils.visualize import colorize, montage, read_rgb, save_rgb
-
-ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
 def parse(argv):
@@ -41,36 +40,6 @@ def parse(argv):
     p.add_argument("--seed", type=int, default=0, help="dataset, split and training seed (default: %(default)s)")
     p.add_argument("--no-full", action="store_true", help="skip the all-labels baseline (saves about a fifth of the time)")
     return p.parse_args(argv)
-
-
-def run(cmd):
-    print("$ " + " ".join(cmd), flush=True)
-    subprocess.run([sys.executable, *cmd], cwd=ROOT, check=True)
-
-
-def read_result(path):
-    """Per-class IoU and mIoU from an evaluate.py result.txt."""
-    names, ious, miou = [], [], None
-    with open(path) as f:
-        for line in f:
-            parts = line.split()
-            if line.startswith("class"):
-                names.append(parts[2])
-                ious.append(float("nan") if parts[-1] == "n/a" else float(parts[-1]))
-            elif line.startswith("meanIOU:"):
-                miou = float(parts[1])
-    return names, ious, miou
-
-
-def results_table(results, ratio):
-    """Markdown table: one row per class and the mIoU, one column per run."""
-    runs = list(results)
-    names = results[runs[0]][0]
-    header = "| class | " + " | ".join(runs) + " |\n|---|" + "---|" * len(runs) + "\n"
-    rows = [f"| {name} | " + " | ".join(f"{100 * results[r][1][k]:.1f}" for r in runs) + " |"
-            for k, name in enumerate(names)]
-    rows.append("| **mIoU** | " + " | ".join(f"**{100 * results[r][2]:.1f}**" for r in runs) + " |")
-    return f"IoU (%) on the synthetic validation set; labeled ratio {ratio}.\n\n" + header + "\n".join(rows) + "\n"
 
 
 def main(argv=None):
@@ -110,17 +79,17 @@ def main(argv=None):
              "--num-workers", str(args.num_workers), "--save-output-images"])
 
     results = {name: read_result(os.path.join(folder, "eval", "result.txt")) for name, folder in folders.items()}
-    table = results_table(results, args.labeled_ratio)
+    table = f"IoU (%) on the synthetic validation set; labeled ratio {args.labeled_ratio}.\n\n" + results_table(results)
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write("# Demo results\n\n" + table)
     print("\n" + table)
 
     val_ids = [line.strip() for line in open(os.path.join(data, "lists", "val.txt")) if line.strip()][:6]
-    rows = []
+    rows, palette = [], voc_palette()
     for name in val_ids:
         row = [read_rgb(os.path.join(data, "JPEGImages", name + ".jpg")),
-               colorize(read_label(os.path.join(data, "SegmentationClassAug", name + ".png")))]
-        row += [colorize(read_label(os.path.join(folder, "eval", name + ".png"))) for folder in folders.values()]
+               colorize(read_label(os.path.join(data, "SegmentationClassAug", name + ".png")), palette)]
+        row += [colorize(read_label(os.path.join(folder, "eval", name + ".png")), palette) for folder in folders.values()]
         rows.append(row)
     save_rgb(os.path.join(out, "predictions.png"),
              montage(rows, ["image", "ground truth", *folders], tile=(128, 128), nearest_columns=range(1, 2 + len(folders))))

@@ -2,6 +2,9 @@
 
     python evaluate.py --dataset pascal_voc --num-classes 21 \
                        --restore-from ./checkpoints/voc_semi_0_125/VOC_30000.pth
+
+Single scale, the original's protocol per dataset (engine/evaluator.py). --model, --backbone and
+--num-classes not given are read from the args.json that this project's trainers write.
 """
 import os
 import sys
@@ -11,55 +14,87 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from data import get_dataset, palette
-from data.transforms import read_label
+from data import get_dataset
 from engine import options
-from engine.evaluator import MLMTFusion, check_training_flags, eval_collate, evaluate
-from model import build_segmenter
+from engine.evaluator import MLMTFusion, adopt_training_flags, eval_collate, evaluate
+from engine.fidelity import apply_profile
+from model import SEGMENTERS, build_segmenter
 from model.weights import load_exact, read_state_dict
 from utils.amp import Precision
 from utils.distributed import init_environment
 from utils.errors import UserError, run_cli
 from utils.metrics import format_iou_table
-from utils.visualize import colorize, montage, overlay, read_rgb, save_rgb
+from utils.visualize import colorize, montage, overlay, save_rgb
+
+
+def get_args_parser():
+    parser = options.parser("Evaluate a segmenter checkpoint (single scale, the original's protocol).")
+    options.add_model_flags(parser)
+    options.add_data_flags(parser)
+    options.add_runtime_flags(parser)
+    parser.set_defaults(model=None)  # None: from the checkpoint's args.json, else deeplabv2
+    parser.add_argument("--restore-from", default="", help="checkpoint to evaluate (file or http(s) URL)")
+    parser.add_argument("--save-dir", default="results", help="folder for result.txt and the predicted PNGs")
+    parser.add_argument("--with-mlmt", action="store_true", help="suppress classes the MLMT branch calls absent")
+    parser.add_argument("--mlmt-fusion", default=None, choices=("multiply", "mask"),
+                        help="[new] multiply: absent classes' logits x 0 (original); mask: set to -inf "
+                             "(default: from --fidelity)")
+    parser.add_argument("--mlmt-file", default="./mlmt_output/output_ema_p_1_0_voc_5.txt",
+                        help="MLMT class probabilities, one row per val image in list order, background first")
+    parser.add_argument("--save-output-images", action="store_true",
+                        help="write palette PNGs <save-dir>/<id>.png and montage.png")
+    parser.add_argument("--batch-size", type=int, default=1, help="[new] images per forward pass")
+    options.add_speed_flags(parser)
+    return parser
+
+
+def parse_args(argv=None):
+    args = get_args_parser().parse_args(argv)
+
+    apply_profile(args, "evaluate")
+    if not args.restore_from:
+        raise UserError("--restore-from is required: the checkpoint to evaluate")
+    if args.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    adopt_training_flags(args.restore_from, args)
+    args.model = args.model or "deeplabv2"
+    return options.resolve_dataset_and_model(args)
 
 
 class PredictionWriter:
-    """--save-output-images: a VOC-palette PNG <save-dir>/<id>.png per image, and montage.png with
-    the first few images (image | ground truth | prediction over the image) for a quick look."""
+    """--save-output-images: a palette PNG <save-dir>/<id>.png per image in the dataset's colours, and
+    montage.png with the first few images (image | ground truth | prediction over the image)."""
 
-    def __init__(self, save_dir, dataset, montage_size=8):
-        self.save_dir, self.dataset, self.montage_size = save_dir, dataset, montage_size
-        self.colours = palette().flatten().tolist()
+    def __init__(self, save_dir, dataset, palette, montage_size=8):
+        self.save_dir, self.dataset, self.palette, self.montage_size = save_dir, dataset, palette, montage_size
         self.kept = []
 
-    def __call__(self, name, prediction):
+    def __call__(self, index, name, prediction):
         path = os.path.join(self.save_dir, name + ".png")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         image = Image.fromarray(prediction.astype(np.uint8), mode="P")
-        image.putpalette(self.colours)
+        image.putpalette(self.palette.flatten().tolist())
         image.save(path)
         if len(self.kept) < self.montage_size:
-            self.kept.append((name, prediction))
+            self.kept.append((index, prediction))
 
     def write_montage(self):
         rows = []
-        for name, prediction in self.kept:
-            image = read_rgb(self.dataset.image_path(name))
-            truth = read_label(self.dataset.label_path(name))
-            rows.append([image, colorize(truth), overlay(image, prediction)])
+        for index, prediction in self.kept:
+            image, truth = self.dataset.display(index)
+            rows.append([image, colorize(truth, self.palette), overlay(image, prediction, self.palette)])
         if rows:
             save_rgb(os.path.join(self.save_dir, "montage.png"),
                      montage(rows, ["image", "ground truth", "prediction"], nearest_columns=(1,)))
 
 
 def main(argv=None):
-    args = options.check_evaluate_args(options.evaluate_parser().parse_args(argv))
-    check_training_flags(args.restore_from, args)
+    args = parse_args(argv)
     env = init_environment(args.device, args.gpu)
     spec = get_dataset(args.dataset)
-    dataset = spec.build_val(args.data_dir, args.data_list, args.num_classes, args.ignore_label)
-    model = build_segmenter(args.backbone, args.num_classes, args.aspp_branches)
+    dataset = spec.build_val(args)
+    options = {name: getattr(args, name) for name in SEGMENTERS[args.model].options if hasattr(args, name)}
+    model = build_segmenter(args.backbone, args.num_classes, args.model, **options)
     load_exact(model, read_state_dict(args.restore_from), args.restore_from)
     model.to(env.device)
     if args.channels_last:
@@ -71,7 +106,7 @@ def main(argv=None):
     fusion = MLMTFusion(args.mlmt_file, len(dataset), args.num_classes, args.mlmt_fusion) if args.with_mlmt else None
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers,
                         collate_fn=eval_collate, pin_memory=env.device.type == "cuda")
-    writer = PredictionWriter(args.save_dir, dataset) if args.save_output_images else None
+    writer = PredictionWriter(args.save_dir, dataset, spec.palette) if args.save_output_images else None
     confusion = evaluate(model, loader, args.num_classes, env.device, Precision(args.amp, env.device),
                          args.channels_last, fusion, writer)
     if writer is not None:

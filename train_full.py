@@ -2,24 +2,41 @@
 
     python train_full.py --dataset pascal_voc --checkpoint-dir ./checkpoints/voc_full \
                          --ignore-label 255 --num-classes 21
+
+The step is in engine/supervised.py; everything around it (data, resume, snapshots) in engine/run.py.
 """
 import sys
 
-from engine import options, setup
+from engine import options
+from engine.run import TrainingRun
 from engine.supervised import SupervisedStep
-from engine.trainer import TrainingRun
 from utils.errors import run_cli
+from utils.optim import segmenter_optimizer
+
+
+def get_args_parser():
+    return options.train_parser("Supervised DeepLabv2 baseline (FSL).", batch_size=10,
+                                  split_id="./splits/voc/split_0.pkl", checkpoint_dir="./checkpoints/voc_full/")
+
+
+def parse_args(argv=None):
+    return options.check_train_args(get_args_parser().parse_args(argv), "train_full")
 
 
 def main(argv=None):
-    args = options.check_train_args(options.full_parser().parse_args(argv), "train_full")
-    run = TrainingRun(args, ["labeled"])
-    model = setup.make_segmenter(args, run.env, run.say, restore=run.resume is None).train()
-    segmenter, model = setup.prepare_module(model, args, run.env, args.sync_bn)
-    optimizer = setup.make_segmenter_optimizer(model, args)
-    step = SupervisedStep(segmenter, optimizer, run.precision, input_size=args.input_size,
-                          ignore_label=args.ignore_label, device=run.env.device, channels_last=args.channels_last)
-    run.train(step, {"model": model}, {"S": optimizer}, [(optimizer, args.learning_rate, [1, 10])])
+    args = parse_args(argv)
+    with TrainingRun(args, SupervisedStep.streams, split_file="split.pkl") as run:
+        model_without_ddp = run.segmenter()
+        model = run.distribute(model_without_ddp, sync_bn=args.sync_bn)
+        optimizer = segmenter_optimizer(model_without_ddp, args.learning_rate, args.momentum, args.weight_decay,
+                                        args.sgd_mode)
+        run.track(models={"model": model}, optimizers={"S": optimizer}, base_lrs={"S": args.learning_rate})
+
+        step = SupervisedStep(model, optimizer, run.precision, input_size=args.input_size,
+                              ignore_label=args.ignore_label, device=run.env.device, channels_last=args.channels_last)
+        for i, batches in run.iterations():
+            values = step(i, **batches)
+            run.log(i, values)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,9 @@
-"""s4GAN semi-supervised segmentation: DeepLabv2 S and an image-level discriminator D.
+"""s4GAN (Mittal et al., TPAMI 2021, Sec. 3.1): a segmenter S and an image-level discriminator D.
+
+S learns from cross-entropy on the labeled images, feature matching against D, and self-training on
+the unlabeled images that D finds realistic; D learns to tell ground-truth maps from predicted ones.
+The whole objective, term by term: engine/s4gan.py. Everything around it (data, resume, snapshots):
+engine/run.py.
 
     python train_s4GAN.py --dataset pascal_voc --checkpoint-dir ./checkpoints/voc_semi_0_125 \
                           --labeled-ratio 0.125 --ignore-label 255 --num-classes 21
@@ -7,27 +12,56 @@ import sys
 
 import torch
 
-from engine import options, setup
+from engine import options
+from engine.run import TrainingRun
 from engine.s4gan import S4GANStep
-from engine.trainer import TrainingRun
 from utils.errors import run_cli
+from utils.optim import segmenter_optimizer
+
+
+def get_args_parser():
+    parser = options.train_parser("s4GAN semi-supervised segmentation: DeepLabv2 + image-level discriminator.",
+                                  batch_size=8, split_id=None, checkpoint_dir="./checkpoints/voc_semi_0_125/")
+    s4gan = parser.add_argument_group("s4GAN")
+    s4gan.add_argument("--lambda-fm", type=float, default=0.1, help="weight of the feature-matching loss L_fm")
+    s4gan.add_argument("--lambda-st", type=float, default=1.0, help="weight of the self-training loss L_st")
+    s4gan.add_argument("--threshold-st", type=float, default=0.6,
+                       help="D score above which an unlabeled image is self-trained (0.6 VOC/Context, 0.7 Cityscapes)")
+    s4gan.add_argument("--learning-rate-D", type=float, default=1e-4, help="Adam learning rate of the discriminator")
+    s4gan.add_argument("--restore-from-D", default=None, help="initial discriminator weights")
+    s4gan.add_argument("--d-real-norm", default=None, choices=("labeled", "own"),
+                       help="[new] scale the image of D's real input by the labeled CE batch's range (labeled, "
+                            "original) or by its own (default: from --fidelity)")
+    s4gan.add_argument("--unlabeled-list", default=None,
+                       help="[new] ids of extra images (<data-dir>/JPEGImages/<id>.jpg) that have no label PNG; "
+                            "they join the unlabeled pool")
+    return parser
+
+
+def parse_args(argv=None):
+    return options.check_train_args(get_args_parser().parse_args(argv), "train_s4GAN")
 
 
 def main(argv=None):
-    args = options.check_train_args(options.s4gan_parser().parse_args(argv), "train_s4GAN")
-    run = TrainingRun(args, ["labeled", "unlabeled", "real"])
-    model = setup.make_segmenter(args, run.env, run.say, restore=run.resume is None).train()
-    model_d = setup.make_discriminator(args, run.env, run.say).train()
-    segmenter, model = setup.prepare_module(model, args, run.env, args.sync_bn)
-    discriminator, model_d = setup.prepare_module(model_d, args, run.env)
-    optimizer = setup.make_segmenter_optimizer(model, args)
-    optimizer_d = torch.optim.Adam(model_d.parameters(), lr=args.learning_rate_D, betas=(0.9, 0.99))
-    step = S4GANStep(segmenter, discriminator, model_d, optimizer, optimizer_d, run.precision,
-                     num_classes=args.num_classes, ignore_label=args.ignore_label, input_size=args.input_size,
-                     lambda_fm=args.lambda_fm, lambda_st=args.lambda_st, threshold_st=args.threshold_st,
-                     device=run.env.device, d_real_norm=args.d_real_norm, channels_last=args.channels_last)
-    run.train(step, {"model": model, "D": model_d}, {"S": optimizer, "D": optimizer_d},
-              [(optimizer, args.learning_rate, [1, 10]), (optimizer_d, args.learning_rate_D, None)])
+    args = parse_args(argv)
+    with TrainingRun(args, S4GANStep.streams, split_file="train_voc_split.pkl") as run:
+        model_without_ddp = run.segmenter()
+        model_d_without_ddp = run.discriminator()
+        model = run.distribute(model_without_ddp, sync_bn=args.sync_bn)
+        model_d = run.distribute(model_d_without_ddp)
+        optimizer = segmenter_optimizer(model_without_ddp, args.learning_rate, args.momentum, args.weight_decay,
+                                        args.sgd_mode)
+        optimizer_d = torch.optim.Adam(model_d.parameters(), lr=args.learning_rate_D, betas=(0.9, 0.99))
+        run.track(models={"model": model, "D": model_d}, optimizers={"S": optimizer, "D": optimizer_d},
+                  base_lrs={"S": args.learning_rate, "D": args.learning_rate_D})
+
+        step = S4GANStep(model, model_d, optimizer, optimizer_d, run.precision, num_classes=args.num_classes,
+                         ignore_label=args.ignore_label, input_size=args.input_size, lambda_fm=args.lambda_fm,
+                         lambda_st=args.lambda_st, threshold_st=args.threshold_st, device=run.env.device,
+                         d_real_norm=args.d_real_norm, channels_last=args.channels_last)
+        for i, batches in run.iterations():
+            values = step(i, **batches)
+            run.log(i, values)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,8 @@ def run_one(args, amp, channels_last, batch_size):
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     root = data_dir_or_synthetic(args.data_dir, num_val=max(24, args.images))
-    dataset = get_dataset("folder").build_val(root, os.path.join(root, "lists", "val.txt"), args.num_classes, 255)
+    dataset = get_dataset("folder").build_val(argparse.Namespace(data_dir=root, num_classes=args.num_classes, ignore_label=255,
+                                                                data_list=os.path.join(root, "lists", "val.txt")))
     dataset.ids = dataset.ids[: args.images]
     layout = torch.channels_last if channels_last else torch.contiguous_format
     model = build_segmenter(args.backbone, args.num_classes).to(device, memory_format=layout).eval()

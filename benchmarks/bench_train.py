@@ -71,7 +71,7 @@ def run_one(args, amp, channels_last):
     if args.mode == "s4gan":
         d = build_discriminator(args.num_classes).to(device, memory_format=layout).train()
         optimizer_d = torch.optim.Adam(d.parameters(), lr=1e-4, betas=(0.9, 0.99))
-        step = S4GANStep(model, d, d, optimizer, optimizer_d, precision, num_classes=args.num_classes,
+        step = S4GANStep(model, d, optimizer, optimizer_d, precision, num_classes=args.num_classes,
                          ignore_label=255, input_size=crop, lambda_fm=0.1, lambda_st=1.0, threshold_st=0.6,
                          device=device, channels_last=channels_last)
     else:
@@ -81,11 +81,11 @@ def run_one(args, amp, channels_last):
     for i in range(args.warmup + args.iters):
         if i == args.warmup:
             reset_peak(device)
-        apply_poly_lr(optimizer, 2.5e-4, i, 40000, 0.9, [1, 10])
+        apply_poly_lr(optimizer, 2.5e-4, i, 40000, 0.9)
         t0 = timer()
         batches = [next(s) for s in streams]
         t1 = timer()
-        step(i, *batches)
+        step(i, **dict(zip(names, batches)))
         sync(device)
         t2 = timer()
         if i >= args.warmup:

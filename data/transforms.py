@@ -1,4 +1,4 @@
-"""Image and label reading and the VOC-style joint transforms (spec 6.1), on numpy arrays."""
+"""Image and label reading and the VOC-style joint transforms (docs/original.md, "PASCAL VOC"), on numpy arrays."""
 
 import cv2
 import numpy as np
@@ -82,7 +82,7 @@ def random_crop(image, label, height, width, rng):
 
 
 
-# PASCAL-Context images are normalised as tensors in [0, 1] (spec 6.2). The original s4GAN trainer
+# PASCAL-Context images are normalised as tensors in [0, 1] (docs/original.md, "PASCAL-Context"). The original s4GAN trainer
 # passes the ImageNet mean in reversed (BGR) order for RGB images; its train_full and the
 # evaluation use the right order. The standard deviation is in RGB order everywhere.
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)

@@ -1,4 +1,5 @@
-"""PASCAL VOC 2012 (+SBD "SegmentationClassAug") in the original's layout and pipeline (spec 6.1).
+"""PASCAL VOC 2012 (+SBD "SegmentationClassAug") in the original's layout and pipeline (docs/original.md,
+"PASCAL VOC"), and `--dataset folder`: any dataset in the same layout.
 
 <data-dir>/JPEGImages/<id>.jpg and <data-dir>/SegmentationClassAug/<id>.png, listed by id in a text
 file (`--data-list`, one id per line; the line number is the index the split files refer to).
@@ -13,14 +14,20 @@ import sys
 import numpy as np
 from torch.utils.data import Dataset
 
+from data.classes import VOC_CLASSES, generic_class_names, voc_palette
+from data.spec import DatasetSpec
 from data.transforms import (check_label_values, pad_bottom_right, random_crop, random_scale,
                              read_image_bgr, read_label)
 from utils.errors import UserError
+from utils.visualize import read_rgb
 
 # The original's mean, BGR order, 0-255 scale (no division by a standard deviation).
 VOC_MEAN_BGR = np.array((104.00698793, 116.66876762, 122.67891434), np.float32)
 VOC_IGNORE_LABEL = 255
 IMAGE_DIR, LABEL_DIR = "JPEGImages", "SegmentationClassAug"
+DEFAULT_LISTS = {"train": "./data/voc_list/train_aug.txt", "val": "./data/voc_list/val.txt"}
+# The original evaluates VOC by padding every image (all <= 500 px) to 505x505.
+VOC_EVAL_SIZE = (505, 505)
 
 
 def read_id_list(path, flag="--data-list"):
@@ -103,6 +110,59 @@ class VOCSegmentation(Dataset):
         if self.mirror and rng.random() < 0.5:
             image, label = image[:, :, ::-1], label[:, ::-1]
         return np.ascontiguousarray(image), np.ascontiguousarray(label), size, name, index
+
+    def display(self, index):
+        """(RGB uint8 image, label) of item `index` as scored (before padding), for montages."""
+        name = self.ids[index]
+        return read_rgb(self.image_path(name)), read_label(self.label_path(name))
+
+
+def _train(args):
+    return VOCSegmentation(args.data_dir, args.data_list or DEFAULT_LISTS["train"], args.input_size,
+                           args.random_scale, args.random_mirror, args.num_classes, args.ignore_label)
+
+
+def _unlabeled(args):
+    return VOCSegmentation(args.data_dir, args.unlabeled_list, args.input_size, args.random_scale,
+                           args.random_mirror, args.num_classes, args.ignore_label, labeled=False,
+                           list_flag="--unlabeled-list")
+
+
+def _val(args):
+    return VOCSegmentation(args.data_dir, args.data_list or DEFAULT_LISTS["val"], VOC_EVAL_SIZE,
+                           num_classes=args.num_classes, ignore_label=args.ignore_label, pad_only=True)
+
+
+def _folder_val(args):
+    """Custom data: each image scored at its own size (padded to 8k+1), not padded to VOC's 505."""
+    return VOCSegmentation(args.data_dir, args.data_list or DEFAULT_LISTS["val"], None,
+                           num_classes=args.num_classes, ignore_label=args.ignore_label, pad_only=True)
+
+
+def _voc_names(num_classes, data_dir=None):
+    return VOC_CLASSES if num_classes == len(VOC_CLASSES) else generic_class_names(num_classes)
+
+
+def folder_classes(data_dir):
+    """<data-dir>/classes.txt, one name per line (None if absent)."""
+    path = os.path.join(data_dir or "", "classes.txt")
+    if not data_dir or not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return tuple(line.strip() for line in f if line.strip())
+
+
+def _folder_names(num_classes, data_dir=None):
+    """<data-dir>/classes.txt if it lists num_classes names, else class_<i>."""
+    names = folder_classes(data_dir)
+    return names if names and len(names) == num_classes else generic_class_names(num_classes)
+
+
+SPEC = DatasetSpec("pascal_voc", "./data/voc_dataset/", len(VOC_CLASSES), VOC_IGNORE_LABEL, voc_palette(),
+                   _voc_names, _train, _val, _unlabeled)
+# num_classes 0: from <data-dir>/classes.txt, else --num-classes is required
+FOLDER_SPEC = DatasetSpec("folder", "./data/voc_dataset/", 0, VOC_IGNORE_LABEL, voc_palette(), _folder_names,
+                          _train, _folder_val, _unlabeled, ignore_label_fixed=False)
 
 
 def make_lists(data_dir, out_dir, val_ids_path=None):

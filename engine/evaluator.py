@@ -1,6 +1,7 @@
-"""Single-scale evaluation with the original's protocol (spec 7.2): the loader pads each image (VOC:
-to 505x505), the logits are upsampled bilinearly (align_corners=True) to the padded size, cropped
-back to the image, and the argmax is scored against the labels (values outside [0, C) ignored)."""
+"""Single-scale evaluation with the original's protocol (docs/original.md, "Evaluation"): the dataset
+gives each image at its evaluation size (VOC: padded to 505x505) with its labels at the resolution
+that is scored; the logits are upsampled bilinearly (align_corners=True) to the labels' size, the
+padding is cut off, and the argmax is scored (label values outside [0, C) are not counted)."""
 import json
 import os
 
@@ -8,15 +9,17 @@ import numpy as np
 import torch
 
 from engine.common import upsample
+from model import canonical_model_name
 from utils.metrics import confusion_matrix
 from utils.errors import UserError
 
-MLMT_THRESHOLD = 0.2  # MLMT probabilities >= 0.2 mean "class present" (spec 7.5)
+MLMT_THRESHOLD = 0.2  # MLMT probabilities >= 0.2 mean "class present", as the original
 
 
-def check_training_flags(checkpoint, args):
-    """If the checkpoint's folder has this project's args.json, the model flags must agree with it:
-    evaluating a 4-branch run with 2 branches (say) gives wrong numbers without any error."""
+def adopt_training_flags(checkpoint, args):
+    """Read the args.json that this project's trainers write beside their checkpoints: --model,
+    --backbone and --num-classes not given are taken from it, and every model flag given must agree
+    with it (evaluating a 4-branch run with 2 branches, say, gives wrong numbers without any error)."""
     path = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "args.json")
     if checkpoint.startswith(("http://", "https://")) or not os.path.isfile(path):
         return
@@ -25,7 +28,12 @@ def check_training_flags(checkpoint, args):
             trained = json.load(f)
     except (OSError, ValueError):
         return
-    for name in ("backbone", "aspp_branches", "num_classes"):
+    if "model" in trained:
+        trained["model"] = canonical_model_name(trained["model"])
+    for name in ("model", "backbone", "num_classes"):
+        if getattr(args, name) is None and trained.get(name) is not None:
+            setattr(args, name, trained[name])
+    for name in ("model", "backbone", "aspp_branches", "num_classes"):
         if name in trained and trained[name] != getattr(args, name):
             flag = "--" + name.replace("_", "-")
             raise UserError(f"{flag} {getattr(args, name)} but the run that wrote {checkpoint} used "
@@ -89,7 +97,7 @@ def evaluate(model, loader, num_classes, device, precision=None, channels_last=F
                     logits = model(images)
             else:
                 logits = model(images)
-            logits = upsample(logits.float(), images.shape[-2:])
+            logits = upsample(logits.float(), labels.shape[-2:])
             if fusion is not None:
                 logits = fusion(logits, indices)
             pred = logits.argmax(1)
@@ -103,5 +111,5 @@ def evaluate(model, loader, num_classes, device, precision=None, channels_last=F
                 pred_cpu, sizes_cpu = pred.cpu().numpy(), sizes.cpu().numpy()
                 for k, name in enumerate(names):
                     h, w = sizes_cpu[k]
-                    on_prediction(name, pred_cpu[k, :h, :w])
+                    on_prediction(int(indices[k]), name, pred_cpu[k, :h, :w])
     return confusion.cpu()

@@ -1,31 +1,149 @@
-"""One s4GAN training iteration, in the original's order (spec section 4.2).
+"""The s4GAN objective (Mittal et al., TPAMI 2021, Sec. 3.1), term by term, and one training step.
 
-S is trained with CE on the labeled batch + lambda_fm * feature matching + lambda_st * self-training;
-D is trained with BCE to tell (one-hot ground truth (+) image) from (softmax prediction (+) image).
+The segmenter S is trained with
+
+    L_S = L_ce + lambda_fm * L_fm + lambda_st * L_st
+
+- L_ce: pixel cross-entropy on the labeled images;
+- L_fm: feature matching, the distance between D's mean features of real (ground truth) and fake
+  (predicted) class maps, each shown to D together with its image;
+- L_st: self-training, cross-entropy of each unlabeled image towards its own argmax map, for the
+  images whose D score exceeds the threshold gamma (`--threshold-st`);
+
+and the discriminator D with the GAN loss L_D: predictions are fake (0), ground truths real (1).
+The order of the computations in `S4GANStep` is the original code's (docs/original.md, "One s4GAN
+iteration"); `tests/test_s4gan_reference.py` restates that loop line by line and compares.
 """
 import torch
+import torch.nn.functional as F
 
 from engine.common import images_to_device, labels_to_device, losses_to_floats, set_requires_grad, upsample
-from model.discriminator import discriminator_input
-from utils.losses import (bce_on_probabilities, feature_matching_loss, masked_cross_entropy, one_hot,
-                          self_training_loss)
+from utils.losses import masked_cross_entropy, one_hot
 
+
+# ---------------------------------------------------------------- what D sees
+
+def minmax_scale(images, range_of=None):
+    """(x - min(x)) / (max(r) - min(r)) over the whole batch tensor, r = `range_of` or x itself.
+
+    The original scales the real branch's images by the range of the labeled batch (r != x)."""
+    ref = images if range_of is None else range_of
+    return (images - images.min()) / (ref.max() - ref.min())
+
+
+def discriminator_input(class_maps, images, range_of=None):
+    """D's input: class maps (softmax of the prediction, or one-hot ground truth) (+) the scaled image."""
+    return torch.cat([class_maps, minmax_scale(images, range_of).to(class_maps.dtype)], dim=1)
+
+
+# ---------------------------------------------------------------- the loss terms
+
+def feature_matching_loss(features_real, features_fake):
+    """L_fm: L1 distance (mean over channels) between the batch means of D's pooled features."""
+    return (features_real.float().mean(0) - features_fake.float().mean(0)).abs().mean()
+
+
+def self_training_loss(logits, d_prob, threshold):
+    """L_st on the images whose D score is strictly above `threshold` (gamma).
+
+    Each selected image is trained towards the argmax of its own logits (whole map, no pixel mask);
+    the loss is the mean CE over the selected images' pixels, and 0 when none is selected.
+    Returns (loss, number of selected images as a 0-d tensor), without a host synchronisation.
+    """
+    selected = d_prob.reshape(-1) > threshold
+    logits = logits.float()
+    pseudo = logits.detach().argmax(1)
+    per_pixel = F.cross_entropy(logits, pseudo, reduction="none")  # (B, H, W)
+    weight = selected.to(per_pixel.dtype)[:, None, None]
+    count = selected.sum()
+    loss = (per_pixel * weight).sum() / (count * per_pixel[0].numel()).clamp(min=1)
+    return loss, count
+
+
+def bce_on_probabilities(prob, target_value):
+    """nn.BCELoss on D's sigmoid output against a constant target, always in float32.
+
+    A NaN probability gives a NaN loss (for the caller's check) instead of BCE's range error."""
+    prob = prob.float()
+    finite = torch.isfinite(prob)
+    safe = torch.where(finite, prob, torch.full_like(prob, 0.5))
+    with torch.autocast(device_type=prob.device.type, enabled=False):
+        loss = F.binary_cross_entropy(safe, torch.full_like(prob, float(target_value)))
+    return torch.where(finite.all(), loss, torch.full_like(loss, float("nan")))
+
+
+def discriminator_loss(d_fake, d_real):
+    """L_D = (BCE(D(fake), 0) + BCE(D(real), 1)) / 2."""
+    return 0.5 * (bce_on_probabilities(d_fake, 0.0) + bce_on_probabilities(d_real, 1.0))
+
+
+# ---------------------------------------------------------------- one iteration
 
 class S4GANStep:
-    """`segmenter` and `discriminator` may be DDP-wrapped; `discriminator_core` is the bare D, used
-    while D is frozen (its gradients are not wanted then, so DDP must not see that pass)."""
+    """One s4GAN iteration: the S update and the D update, both optimizers stepped.
 
-    def __init__(self, segmenter, discriminator, discriminator_core, optimizer_s, optimizer_d, precision, *,
-                 num_classes, ignore_label, input_size, lambda_fm, lambda_st, threshold_st, device,
-                 d_real_norm="labeled", channels_last=False):
-        self.segmenter, self.discriminator, self.d_core = segmenter, discriminator, discriminator_core
-        self.optimizer_s, self.optimizer_d, self.precision = optimizer_s, optimizer_d, precision
-        self.num_classes, self.ignore_label, self.input_size = num_classes, ignore_label, input_size
-        self.lambda_fm, self.lambda_st, self.threshold_st = lambda_fm, lambda_st, threshold_st
-        self.device, self.channels_last = device, channels_last
+    `model` and `model_d` may be DistributedDataParallel-wrapped. While D is frozen (the S phase)
+    the bare D is called, so that DDP does not wait for gradients D does not get then."""
+
+    streams = ("labeled", "unlabeled", "real")
+
+    def __init__(self, model, model_d, optimizer, optimizer_d, precision, *, num_classes, ignore_label,
+                 input_size, lambda_fm, lambda_st, threshold_st, device, d_real_norm="labeled",
+                 channels_last=False):
         if d_real_norm not in ("labeled", "own"):
             raise ValueError(f"d_real_norm must be 'labeled' or 'own', got {d_real_norm!r}")
-        self.d_real_norm = d_real_norm
+        self.model, self.model_d = model, model_d
+        self.model_d_without_ddp = getattr(model_d, "module", model_d)
+        self.optimizer, self.optimizer_d, self.precision = optimizer, optimizer_d, precision
+        self.num_classes, self.ignore_label, self.input_size = num_classes, ignore_label, input_size
+        self.lambda_fm, self.lambda_st, self.threshold_st = lambda_fm, lambda_st, threshold_st
+        self.device, self.d_real_norm, self.channels_last = device, d_real_norm, channels_last
+
+    def __call__(self, iteration, labeled, unlabeled, real):
+        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer_d.zero_grad(set_to_none=True)
+        set_requires_grad(self.model_d_without_ddp, False)
+
+        # L_ce: cross-entropy on the labeled batch
+        x_l, y_l = self._images(labeled), labels_to_device(labeled[1], self.device)
+        loss_ce = masked_cross_entropy(self._segment(x_l), y_l, self.ignore_label)
+
+        # the unlabeled batch through S, then through the frozen D as "fake"
+        x_u = self._images(unlabeled)
+        pred_u = self._segment(x_u)
+        fake = self._d_layout(discriminator_input(torch.softmax(pred_u, dim=1), x_u.float()))
+        d_fake, features_fake = self._discriminate(self.model_d_without_ddp, fake)
+
+        # L_st: self-training on the images D finds realistic; never at iteration 0, as the original
+        loss_st, above_st = self_training_loss(pred_u, d_fake, self.threshold_st)
+        if iteration == 0:
+            loss_st = loss_st * 0.0
+
+        # "real": one-hot ground truth (+) image of an independent labeled batch; the original scales
+        # this image by the range of the labeled CE batch x_l (--d-real-norm labeled)
+        x_g, y_g = self._images(real).float(), labels_to_device(real[1], self.device)
+        range_of = x_l.float() if self.d_real_norm == "labeled" else None
+        real_input = self._d_layout(discriminator_input(one_hot(y_g, self.num_classes), x_g, range_of))
+        _, features_real = self._discriminate(self.model_d_without_ddp, real_input)
+
+        # L_fm and the segmenter's loss
+        loss_fm = feature_matching_loss(features_real, features_fake)
+        loss_s = loss_ce + self.lambda_fm * loss_fm + self.lambda_st * loss_st
+
+        # L_D on the detached prediction and the ground truth (new dropout masks)
+        set_requires_grad(self.model_d_without_ddp, True)
+        d_fake_detached, _ = self._discriminate(self.model_d, fake.detach())
+        d_real, _ = self._discriminate(self.model_d, real_input)
+        loss_d = discriminator_loss(d_fake_detached, d_real)
+
+        values = losses_to_floats(iteration, {
+            "loss_ce": loss_ce, "loss_fm": self.lambda_fm * loss_fm, "loss_st": loss_st,
+            "loss_S": loss_s, "loss_D": loss_d, "above_st": above_st})
+        values["above_st"] = int(values["above_st"])
+        self.precision.backward(loss_s)
+        self.precision.backward(loss_d)
+        self.precision.step(self.optimizer, self.optimizer_d)
+        return values
 
     def _images(self, batch):
         return images_to_device(batch[0], self.device, self.channels_last)
@@ -33,59 +151,12 @@ class S4GANStep:
     def _segment(self, images):
         """Logits at the crop size, upsampled in float32 (the losses and D's softmax need it)."""
         with self.precision.autocast():
-            logits = self.segmenter(images)
+            logits = self.model(images)
         return upsample(logits.float(), self.input_size)
 
-    def _d_input(self, x):
+    def _discriminate(self, d, x):
+        with self.precision.autocast():
+            return d(x)
+
+    def _d_layout(self, x):
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-
-    def __call__(self, iteration, labeled, unlabeled, real):
-        autocast = self.precision.autocast
-        self.optimizer_s.zero_grad(set_to_none=True)
-        self.optimizer_d.zero_grad(set_to_none=True)
-        set_requires_grad(self.d_core, False)
-
-        # 1. supervised CE on the labeled batch
-        x_l, y_l = self._images(labeled), labels_to_device(labeled[1], self.device)
-        pred_l = self._segment(x_l)
-        loss_ce = masked_cross_entropy(pred_l, y_l, self.ignore_label)
-
-        # 2. unlabeled batch through S, then D (frozen) on softmax (+) image
-        x_u = self._images(unlabeled)
-        pred_u = self._segment(x_u)
-        fake = self._d_input(discriminator_input(torch.softmax(pred_u, dim=1), x_u.float()))
-        with autocast():
-            d_fake, feat_fake = self.d_core(fake)
-
-        # 3. self-training on the unlabeled images D finds realistic (only from iteration 1 on)
-        loss_st, n_selected = self_training_loss(pred_u, d_fake, self.threshold_st)
-        if iteration == 0:
-            loss_st = loss_st * 0.0
-
-        # 4. real branch: one-hot ground truth (+) image of an independent labeled batch.
-        # The original scales this image by the range of the *labeled CE batch* (x_l).
-        x_g, y_g = self._images(real).float(), labels_to_device(real[1], self.device)
-        range_of = x_l.float() if self.d_real_norm == "labeled" else None
-        real_input = self._d_input(discriminator_input(one_hot(y_g, self.num_classes), x_g, range_of))
-        with autocast():
-            _, feat_real = self.d_core(real_input)
-
-        # 5. S update: CE + lambda_fm * FM + lambda_st * ST
-        loss_fm = feature_matching_loss(feat_real, feat_fake)
-        loss_s = loss_ce + self.lambda_fm * loss_fm + self.lambda_st * loss_st
-
-        # 6. D update on the detached prediction (target 0) and the ground truth (target 1)
-        set_requires_grad(self.d_core, True)
-        with autocast():
-            d_fake_detached, _ = self.discriminator(fake.detach())
-            d_real, _ = self.discriminator(real_input)
-        loss_d = 0.5 * (bce_on_probabilities(d_fake_detached, 0.0) + bce_on_probabilities(d_real, 1.0))
-
-        values = losses_to_floats(iteration, {
-            "loss_ce": loss_ce, "loss_fm": self.lambda_fm * loss_fm, "loss_st": loss_st,
-            "loss_S": loss_s, "loss_D": loss_d, "above_st": n_selected})
-        values["above_st"] = int(values["above_st"])
-        self.precision.backward(loss_s)
-        self.precision.backward(loss_d)
-        self.precision.step(self.optimizer_s, self.optimizer_d)
-        return values

@@ -1,4 +1,4 @@
-"""Building a training run from its flags: environment, output folder, models, optimizers, data."""
+"""Building a training run from its flags: environment, output folder, models, data, split, loaders."""
 import json
 import os
 
@@ -10,15 +10,13 @@ from data import get_dataset
 from data.joined import JoinedDataset
 from data.sampler import BatchStream, SeededEpochSampler
 from data.splits import load_permutation, save_permutation, seeded_permutation, split_indices
-from model import build_discriminator, build_segmenter
+from model import SEGMENTERS, build_discriminator, build_segmenter
 from model.weights import load_exact, load_matching, read_state_dict
 from utils.checkpoint import atomic_write_bytes
 from utils.distributed import init_environment
 from utils.errors import UserError
-from utils.optim import segmenter_optimizer
 from utils.seeding import init_worker, seed_everything
 
-SPLIT_FILE = "train_voc_split.pkl"  # the original's name, for every dataset
 STREAM_IDS = {"labeled": 0, "unlabeled": 1, "real": 2}
 
 
@@ -30,7 +28,6 @@ def start_run(args):
         torch.use_deterministic_algorithms(True)
     else:
         torch.backends.cudnn.benchmark = True
-    check_ignore_label(args)
     if env.is_main:
         try:
             os.makedirs(args.checkpoint_dir, exist_ok=True)
@@ -45,15 +42,10 @@ def write_args(args):
     atomic_write_bytes(os.path.join(args.checkpoint_dir, "args.json"), text.encode())
 
 
-def check_ignore_label(args):
-    fixed = get_dataset(args.dataset).ignore_label
-    if fixed is not None and args.ignore_label != fixed:
-        raise UserError(f"--ignore-label {args.ignore_label} does not match {args.dataset}, whose loader "
-                        f"marks void and padding with {fixed}")
-
-
-def make_segmenter(args, env, say, restore=True):
-    model = build_segmenter(args.backbone, args.num_classes, args.aspp_branches, args.init)
+def segmenter(args, restore=True, say=print):
+    """--model with --backbone and its options; --restore-from copied where name and shape match."""
+    options = {name: getattr(args, name) for name in SEGMENTERS[args.model].options}
+    model = build_segmenter(args.backbone, args.num_classes, args.model, **options)
     if restore and args.restore_from.lower() != "none":
         state = read_state_dict(args.restore_from, "--restore-from")
         loaded, mismatched = load_matching(model, state, args.restore_from)
@@ -61,16 +53,16 @@ def make_segmenter(args, env, say, restore=True):
         say(f"--restore-from {args.restore_from}: loaded {loaded} of {len(model.state_dict())} tensors{note}")
     elif restore:
         say("--restore-from none: the segmenter starts from random initialisation")
-    return model.to(env.device)
+    return model
 
 
-def make_discriminator(args, env, say):
+def discriminator(args, say=print):
     model = build_discriminator(args.num_classes)
     if args.restore_from_D:
         state = read_state_dict(args.restore_from_D, "--restore-from-D")
         load_exact(model, state, args.restore_from_D, "--restore-from-D")
         say(f"--restore-from-D {args.restore_from_D}: loaded {len(model.state_dict())} tensors")
-    return model.to(env.device)
+    return model
 
 
 def prepare_module(module, args, env, sync_bn=False):
@@ -93,12 +85,9 @@ def prepare_module(module, args, env, sync_bn=False):
     return DistributedDataParallel(module, device_ids=device_ids), module
 
 
-def make_segmenter_optimizer(model, args):
-    return segmenter_optimizer(model, args.learning_rate, args.momentum, args.weight_decay, args.sgd_mode)
-
-
-def make_split(args, env, num_images, saved=None):
-    """The permutation behind the labeled/unlabeled split (None when every image is labeled)."""
+def make_split(args, env, num_images, split_file, saved=None):
+    """The permutation behind the labeled/unlabeled split (None when every image is labeled), saved
+    in the checkpoint folder as `split_file` (the original's name for the script)."""
     if args.labeled_ratio is None:
         return None
     if saved is not None:
@@ -108,7 +97,7 @@ def make_split(args, env, num_images, saved=None):
     else:
         perm = seeded_permutation(num_images, args.random_seed)
     if env.is_main:
-        save_permutation(os.path.join(args.checkpoint_dir, SPLIT_FILE), perm)
+        save_permutation(os.path.join(args.checkpoint_dir, split_file), perm)
     return perm
 
 
@@ -135,9 +124,9 @@ def make_streams(args, env, dataset, perm, names, num_listed=None):
 def make_train_dataset(args):
     """The training list's dataset, and (as a JoinedDataset after it) the --unlabeled-list images."""
     spec = get_dataset(args.dataset)
-    flags = (args.input_size, args.random_scale, args.random_mirror, args.num_classes, args.ignore_label)
-    listed = spec.build_train(args.data_dir, args.data_list, *flags)
+    listed = spec.build_train(args)
     if not getattr(args, "unlabeled_list", None):
         return listed, len(listed)
-    extra = spec.build_unlabeled(args.data_dir, args.unlabeled_list, *flags)
-    return JoinedDataset(listed, extra), len(listed)
+    if spec.build_unlabeled is None:
+        raise UserError(f"--unlabeled-list is not supported for --dataset {args.dataset}")
+    return JoinedDataset(listed, spec.build_unlabeled(args)), len(listed)

@@ -20,8 +20,10 @@ LATEST = "latest.pth"
 FORMAT = "semisup-seg-training-state-1"
 # Flags that may differ on resume: they change where and how fast a run goes, not what it computes.
 HARMLESS_FLAGS = {"num_workers", "device", "gpu", "log_every", "checkpoint_dir", "restore_from",
-                  "restore_from_D", "resume", "save_pred_every", "channels_last", "model", "data_dir",
-                  "data_list", "split_id"}
+                  "restore_from_D", "resume", "save_pred_every", "channels_last", "data_dir",
+                  "data_list", "split_id",
+                  # train_mlmt.py: paths, the ImageNet file (the state holds the weights), printing
+                  "val_list", "pkl_file", "pretrained", "exp_name", "output_dir", "verbose"}
 
 
 def ids_fingerprint(ids):
@@ -70,9 +72,11 @@ def _plain(value):
 
 
 class TrainingState:
-    def __init__(self, args, env, modules, optimizers, precision, streams, split, dataset_ids):
+    def __init__(self, args, env, modules, optimizers, precision, streams, split, dataset_ids, extras=None):
         self.args, self.env = args, env
         self.modules, self.optimizers, self.precision, self.streams = modules, optimizers, precision, streams
+        # anything else with state_dict()/load_state_dict() (an LR scheduler, running meters)
+        self.extras = extras or {}
         self.split = split
         self.fingerprint = ids_fingerprint(dataset_ids)
         self.path = os.path.join(args.checkpoint_dir, LATEST)
@@ -93,6 +97,7 @@ class TrainingState:
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "scaler": self.precision.scaler.state_dict(),
             "streams": {k: s.state_dict() for k, s in self.streams.items()},
+            "extras": {k: e.state_dict() for k, e in self.extras.items()},
             "rng": rng,
             "split": None if self.split is None else torch.from_numpy(np.asarray(self.split)),
             "dataset": self.fingerprint,
@@ -110,11 +115,18 @@ class TrainingState:
             if k != "model":
                 _bare(m).load_state_dict(state["modules"][k])
         for k, o in self.optimizers.items():
+            # the learning-rate multipliers are the model's, whatever a saved state says
+            multipliers = [g.get("lr_mult") for g in o.param_groups]
             o.load_state_dict(state["optimizers"][k])
+            for group, mult in zip(o.param_groups, multipliers):
+                if mult is not None:
+                    group["lr_mult"] = mult
         if state["scaler"]:
             self.precision.scaler.load_state_dict(state["scaler"])
         for k, s in self.streams.items():
             s.load_state_dict(state["streams"][k])
+        for k, e in self.extras.items():
+            e.load_state_dict(state["extras"][k])
         set_rng_state(state["rng"][self.env.rank])
         return int(state["iteration"])
 

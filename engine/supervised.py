@@ -1,12 +1,13 @@
-"""The supervised training step (train_full.py): cross-entropy on a labeled batch."""
+"""The supervised step (train_full.py): pixel cross-entropy L_ce on a labeled batch."""
 from engine.common import images_to_device, labels_to_device, losses_to_floats, upsample
 from utils.losses import masked_cross_entropy
 
 
 class SupervisedStep:
-    def __init__(self, segmenter, optimizer, precision, *, input_size, ignore_label, device,
-                 channels_last=False):
-        self.segmenter, self.optimizer, self.precision = segmenter, optimizer, precision
+    streams = ("labeled",)
+
+    def __init__(self, model, optimizer, precision, *, input_size, ignore_label, device, channels_last=False):
+        self.model, self.optimizer, self.precision = model, optimizer, precision
         self.input_size, self.ignore_label = input_size, ignore_label
         self.device, self.channels_last = device, channels_last
 
@@ -15,7 +16,7 @@ class SupervisedStep:
         labels = labels_to_device(labeled[1], self.device)
         self.optimizer.zero_grad(set_to_none=True)
         with self.precision.autocast():
-            logits = self.segmenter(images)
+            logits = self.model(images)
         logits = upsample(logits.float(), self.input_size)  # losses in float32
         loss_ce = masked_cross_entropy(logits, labels, self.ignore_label)
         values = losses_to_floats(iteration, {"loss_ce": loss_ce})

@@ -1,14 +1,47 @@
-"""Model registry: segmenters by backbone name, the s4GAN discriminator."""
+"""Model registry: segmenters by name (`--model`), each with its backbones and their ImageNet files.
+
+Adding a segmenter is one module plus one entry here. A segmenter module provides a builder
+`build(backbone, num_classes, **options)` whose model has `optim_parameters(lr)`: its parameter groups,
+each with the learning-rate multiplier (`lr_mult`) that the poly schedule applies.
+"""
+from dataclasses import dataclass
+from typing import Callable, Dict, Tuple
+
 from model.deeplabv2 import BACKBONES as DEEPLABV2_BACKBONES, deeplabv2
 from model.discriminator import S4GANDiscriminator
 
-SEGMENTERS = {name: "deeplabv2" for name in DEEPLABV2_BACKBONES}
+
+@dataclass(frozen=True)
+class Segmenter:
+    build: Callable
+    backbones: Tuple[str, ...]  # the first is the default
+    options: Tuple[str, ...]  # names of the flags (args attributes) the builder takes
+    imagenet_weights: Dict[str, str]  # backbone -> ImageNet file name in ./pretrained_models/
 
 
-def build_segmenter(backbone="resnet101", num_classes=21, aspp_branches=2, init="original"):
-    if backbone not in SEGMENTERS:
-        raise ValueError(f"unknown backbone {backbone!r}; choose from {sorted(SEGMENTERS)}")
-    return deeplabv2(backbone, num_classes, aspp_branches, init)
+SEGMENTERS = {
+    "deeplabv2": Segmenter(deeplabv2, tuple(DEEPLABV2_BACKBONES), ("aspp_branches", "init"),
+                           {"resnet101": "resnet101-5d3b4d8f.pth", "resnet50": "resnet50-19c8e357.pth",
+                            "resnet18": "resnet18-5c106cde.pth"}),
+}
+# the original's --model defaults ('DeepLab' in the trainers); all meant DeepLabv2
+MODEL_ALIASES = {"deeplab": "deeplabv2", "deeplabv2": "deeplabv2"}
+
+
+def canonical_model_name(name):
+    """'DeepLab' (the original trainers' default) and 'deeplabv2' name the same model."""
+    return MODEL_ALIASES.get(name.lower(), name)
+
+
+def all_backbones():
+    return sorted({b for entry in SEGMENTERS.values() for b in entry.backbones})
+
+
+def build_segmenter(backbone="resnet101", num_classes=21, model="deeplabv2", **options):
+    entry = SEGMENTERS[canonical_model_name(model)]
+    if backbone not in entry.backbones:
+        raise ValueError(f"--model {model} has no backbone {backbone!r}; choose from {list(entry.backbones)}")
+    return entry.build(backbone, num_classes, **options)
 
 
 def build_discriminator(num_classes):

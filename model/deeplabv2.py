@@ -1,4 +1,4 @@
-"""DeepLabv2 with a ResNet trunk, as used by s4GAN (spec section 3.1).
+"""DeepLabv2 with a ResNet trunk, as used by s4GAN (docs/original.md, "DeepLabv2").
 
 Faithful to the original layout so that its checkpoints load by name:
 - the stride of a bottleneck sits on its first 1x1 conv (Caffe/MSRA style), not on the 3x3;
@@ -134,15 +134,17 @@ class DeepLabV2(nn.Module):
         return [self.conv1, self.bn1, self.layer1, self.layer2, self.layer3, self.layer4]
 
     def optim_parameters(self, lr):
-        """Two SGD groups: trainable backbone tensors at lr, the whole classifier at 10x lr."""
+        """Two SGD groups: trainable backbone tensors at lr, the whole classifier at 10x lr.
+
+        `lr_mult` is what the poly schedule multiplies the base learning rate by, every iteration."""
         backbone = [p for m in self.backbone_modules() for p in m.parameters() if p.requires_grad]
         return [
-            {"params": backbone, "lr": lr},
-            {"params": list(self.layer5.parameters()), "lr": 10 * lr},
+            {"params": backbone, "lr": lr, "lr_mult": 1},
+            {"params": list(self.layer5.parameters()), "lr": 10 * lr, "lr_mult": 10},
         ]
 
     def legacy_multiplicities(self):
-        """How often each group-0 tensor appeared in the original's parameter list (spec 3.1.7a).
+        """How often each group-0 tensor appeared in the original's parameter list (docs/original.md, "Duplicated SGD parameters").
 
         The original walked every submodule of conv1, bn1, layer1..4 and yielded each submodule's
         *recursive* parameters, so a bottleneck conv appears 3 times, a downsample conv 4 times.

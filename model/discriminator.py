@@ -1,4 +1,6 @@
-"""The s4GAN image-level discriminator (spec section 3.2)."""
+"""The s4GAN image-level discriminator (the paper's Sec. 3.1; docs/original.md, "Discriminator").
+
+What it is shown (class maps (+) the scaled image) is part of the objective: engine/s4gan.py."""
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,16 +34,3 @@ class S4GANDiscriminator(nn.Module):
         prob = torch.sigmoid(self.fc(features.flatten(1)).float())
         return prob, features
 
-
-def minmax_scale(images, range_of=None):
-    """(x - min(x)) / (max(r) - min(r)) over the whole batch tensor, r = `range_of` or x itself.
-
-    The original scales the real branch's images by the range of the labeled batch (r != x).
-    """
-    ref = images if range_of is None else range_of
-    return (images - images.min()) / (ref.max() - ref.min())
-
-
-def discriminator_input(class_maps, images, range_of=None):
-    """Concatenate class maps (softmax or one-hot) with the batch-min/max-scaled image."""
-    return torch.cat([class_maps, minmax_scale(images, range_of).to(class_maps.dtype)], dim=1)

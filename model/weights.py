@@ -2,32 +2,27 @@
 
 Every file is read with `torch.load(weights_only=True)`: a checkpoint cannot run code when loaded.
 """
+import argparse
 import os
 import pickle
+import sys
 
 import torch
 
+from utils.checkpoint import atomic_torch_save
 from utils.errors import UserError
 
-# The ImageNet files the original used (torchvision's first-generation weights), per backbone.
-IMAGENET_WEIGHTS = {
-    "resnet101": "resnet101-5d3b4d8f.pth",
-    "resnet50": "resnet50-19c8e357.pth",
-    "resnet18": "resnet18-5c106cde.pth",
-}
-IMAGENET_URL = "https://download.pytorch.org/models/{}"
+# torchvision's first-generation ImageNet files (the original used resnet101-5d3b4d8f.pth)
+TORCHVISION_URL = "https://download.pytorch.org/models/{}"
+TORCHVISION_FILES = ("resnet101-5d3b4d8f.pth", "resnet50-19c8e357.pth", "resnet18-5c106cde.pth")
 PRETRAINED_DIR = "./pretrained_models"
-
-
-def default_restore_path(backbone):
-    return os.path.join(PRETRAINED_DIR, IMAGENET_WEIGHTS[backbone])
 
 
 def _missing_file_message(path, flag):
     name = os.path.basename(path)
-    if name in IMAGENET_WEIGHTS.values():
+    if name in TORCHVISION_FILES:
         return (f"{flag} {path} does not exist: download the ImageNet weights from "
-                f"{IMAGENET_URL.format(name)} and put the file there "
+                f"{TORCHVISION_URL.format(name)} and put the file there "
                 f"(or pass {flag} none to train from random initialisation)")
     return f"{flag} {path} does not exist"
 
@@ -112,3 +107,29 @@ def load_exact(model, state, path, flag="--restore-from"):
         raise UserError(f"{flag} {path} does not fit the model: {len(wrong)} tensors of another shape, "
                         f"{len(missing)} missing ({detail}); check --backbone and --num-classes")
     load_matching(model, state, path, flag)
+
+
+def export_original(path, out):
+    """Write the segmenter weights of `path` (a VOC_<i>.pth or latest.pth of this project) as the
+    original evaluate.py loads them: a state dict whose keys start with `module.` (DataParallel)."""
+    state = read_state_dict(path, "checkpoint")
+    atomic_torch_save({"module." + k: v for k, v in state.items()}, out)
+    return len(state)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m model.weights",
+                                     description="Convert checkpoints for the original code.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    export = sub.add_parser("export-original",
+                            help="write a snapshot with the `module.` key prefix the original evaluate.py needs")
+    export.add_argument("checkpoint", help="VOC_<iter>.pth or latest.pth written by this project")
+    export.add_argument("out", help="output file, e.g. VOC_40000_original.pth")
+    args = parser.parse_args(argv)
+    count = export_original(args.checkpoint, args.out)
+    print(f"wrote {args.out}: {count} tensors with the module. prefix (load it with the original evaluate.py)")
+
+
+if __name__ == "__main__":
+    from utils.errors import run_cli
+    run_cli(main, sys.argv[1:])

@@ -31,10 +31,10 @@ def build(classes=3):
     return seg, d
 
 
-def make_step(seg, d, d_core):
+def make_step(seg, d):
     cpu = torch.device("cpu")
-    return S4GANStep(seg, d, d_core, torch.optim.SGD([p for p in seg.parameters() if p.requires_grad], lr=0.0),
-                     torch.optim.SGD(d_core.parameters(), lr=0.0), Precision("off", cpu), num_classes=3,
+    return S4GANStep(seg, d, torch.optim.SGD([p for p in seg.parameters() if p.requires_grad], lr=0.0),
+                     torch.optim.SGD(d.parameters(), lr=0.0), Precision("off", cpu), num_classes=3,
                      ignore_label=255, input_size=(33, 33), lambda_fm=0.0, lambda_st=0.0, threshold_st=0.6, device=cpu)
 
 
@@ -53,7 +53,7 @@ def main(argv):
     wrapped_d, d = prepare_module(d, argparse.Namespace(channels_last=False), env)
     half = slice(2 * env.rank, 2 * env.rank + 2)
     batches = [(x[half], y[half]) for x, y in fixed_batches()]
-    make_step(wrapped_seg, wrapped_d, d)(1, *batches)
+    make_step(wrapped_seg, wrapped_d)(1, **dict(zip(S4GANStep.streams, batches)))
     if env.is_main:
         torch.save(gradients(seg, d), out)
     cleanup(env)

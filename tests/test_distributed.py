@@ -6,6 +6,7 @@ import sys
 
 import torch
 
+from engine.s4gan import S4GANStep
 from tests.ddp_grad_worker import build, fixed_batches, gradients, make_step
 from tests.helpers import ROOT, tiny_eval_flags, tiny_train_flags
 
@@ -21,7 +22,7 @@ def test_ddp_gradients_equal_single_process_on_the_whole_batch(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     ddp = torch.load(tmp_path / "grads.pth", weights_only=True)
     seg, d = build()
-    make_step(seg, d, d)(1, *fixed_batches())
+    make_step(seg, d)(1, **dict(zip(S4GANStep.streams, fixed_batches())))
     single = gradients(seg, d)
     assert ddp.keys() == single.keys() and any(k.startswith("D.") for k in single)
     assert not any("conv2d_list.2" in k or "conv2d_list.3" in k for k in single)  # unused branches: no grad

@@ -1,4 +1,5 @@
 """The synthetic dataset, the demo, progress output, plots, montages, custom folders, --help (issue 6)."""
+import argparse
 import io
 import os
 
@@ -14,7 +15,6 @@ import train_s4GAN
 from data.joined import JoinedDataset
 from data.synthetic import CLASSES, write_dataset
 from data.voc import VOCSegmentation
-from engine import options
 from tests.helpers import run_main, tiny_train_flags
 from utils import plot
 from utils.progress import TrainingLog
@@ -79,7 +79,8 @@ def test_folder_dataset_names_classes_from_classes_txt(synthetic, tmp_path, caps
 
 def test_folder_eval_scores_each_image_at_its_own_size(synthetic):
     from data import get_dataset
-    ds = get_dataset("folder").build_val(synthetic, os.path.join(synthetic, "lists", "val.txt"), 6, 255)
+    ds = get_dataset("folder").build_val(argparse.Namespace(data_dir=synthetic, num_classes=6, ignore_label=255,
+                                                           data_list=os.path.join(synthetic, "lists", "val.txt")))
     image, label, size, _, _ = ds[0]
     h, w = size
     assert image.shape[1] == 8 * -(-(h - 1) // 8) + 1 and image.shape[2] == 8 * -(-(w - 1) // 8) + 1
@@ -136,9 +137,9 @@ def test_progress_bar_on_a_terminal_and_plain_lines_otherwise(tmp_path):
     assert len(open(tmp_path / "p.jsonl").read().splitlines()) == 3
 
 
-@pytest.mark.parametrize("parser", [options.full_parser, options.s4gan_parser, options.evaluate_parser])
-def test_every_flag_has_help(parser):
-    p = parser()
+@pytest.mark.parametrize("script", [train_full, train_s4GAN, evaluate])
+def test_every_flag_has_help(script):
+    p = script.get_args_parser()
     for action in p._actions:
         if action.dest != "help":
             assert action.help and len(action.help) > 10, action.dest

@@ -9,7 +9,6 @@ import evaluate
 import train_full
 import train_s4GAN
 from data.transforms import context_train_normalization
-from engine import options
 from engine.evaluator import MLMTFusion
 from engine.s4gan import S4GANStep
 from model import build_discriminator, build_segmenter
@@ -104,9 +103,8 @@ def test_sgd_modes_differ_only_on_the_duplicated_backbone_tensors():
 
 def parsed(script, *argv):
     if script == "evaluate":
-        return vars(options.check_evaluate_args(options.evaluate_parser().parse_args(["--restore-from", "x", *argv])))
-    parser = options.s4gan_parser() if script == "train_s4GAN" else options.full_parser()
-    return vars(options.check_train_args(parser.parse_args(list(argv)), script))
+        return vars(evaluate.parse_args(["--restore-from", "x", *argv]))
+    return vars((train_s4GAN if script == "train_s4GAN" else train_full).parse_args(list(argv)))
 
 
 @pytest.mark.parametrize("script,changed", [
@@ -172,7 +170,7 @@ def test_d_real_norm_changes_only_the_real_image_channels():
         model.load_state_dict(seg.state_dict())
         d = RecordingD(build_discriminator(3))
         torch.manual_seed(1)
-        step = S4GANStep(model, d, d, torch.optim.SGD(model.optim_parameters(0.0), lr=0.0),
+        step = S4GANStep(model, d, torch.optim.SGD(model.optim_parameters(0.0), lr=0.0),
                          torch.optim.Adam(d.parameters(), lr=0.0), Precision("off", torch.device("cpu")),
                          num_classes=3, ignore_label=255, input_size=(33, 33), lambda_fm=0.1, lambda_st=1.0,
                          threshold_st=0.6, device=torch.device("cpu"), d_real_norm=mode)
@@ -180,7 +178,7 @@ def test_d_real_norm_changes_only_the_real_image_channels():
         lab = (torch.randn(2, 3, 33, 33, generator=g) * 50, torch.randint(0, 3, (2, 33, 33), generator=g))
         unl = (torch.randn(2, 3, 33, 33, generator=g) * 60, lab[1])
         real = (torch.randn(2, 3, 33, 33, generator=g) * 20, torch.randint(0, 3, (2, 33, 33), generator=g))
-        step(1, lab, unl, real)
+        step(1, labeled=lab, unlabeled=unl, real=real)
         inputs[mode] = d.inputs  # fake (S phase), real (S phase), fake (D phase), real (D phase)
     a, b = inputs["labeled"], inputs["own"]
     assert torch.equal(a[0], b[0]) and torch.equal(a[2], b[2])
@@ -200,7 +198,7 @@ def _bn(x, sd, prefix, training):
 
 
 def reference_deeplabv2_r101(sd, x, training=False):
-    """Spec 3.1: stem 7x7/2 + BN + ReLU + maxpool 3/2 (ceil); bottlenecks [3,4,23,3] with the stride
+    """docs/original.md, "DeepLabv2": stem 7x7/2 + BN + ReLU + maxpool 3/2 (ceil); bottlenecks [3,4,23,3] with the stride
     on the first 1x1 conv, dilation 2 (layer3) and 4 (layer4); classifier = d6 + d12 branches."""
     x = F.relu(_bn(F.conv2d(x, sd["conv1.weight"], stride=2, padding=3), sd, "bn1", training))
     x = F.max_pool2d(x, 3, stride=2, padding=1, ceil_mode=True)

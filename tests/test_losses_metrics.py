@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from utils.losses import (bce_on_probabilities, feature_matching_loss, masked_cross_entropy, one_hot,
-                          self_training_loss)
+from engine.s4gan import bce_on_probabilities, feature_matching_loss, self_training_loss
+from utils.losses import masked_cross_entropy, one_hot
 from utils.metrics import class_iou, confusion_matrix, format_iou_table, mean_iou
 from utils.schedules import apply_poly_lr, poly_lr
 
@@ -94,7 +94,7 @@ def test_iou_and_miou_on_hand_computed_matrices():
 def test_poly_lr():
     assert poly_lr(1.0, 0, 100, 0.9) == 1.0
     assert poly_lr(2.5e-4, 50, 100, 0.9) == pytest.approx(2.5e-4 * 0.5 ** 0.9)
-    opt = torch.optim.SGD([{"params": [torch.zeros(1, requires_grad=True)]},
-                           {"params": [torch.zeros(1, requires_grad=True)]}], lr=1.0)
-    apply_poly_lr(opt, 1e-3, 10, 20, 0.9, [1, 10])
+    opt = torch.optim.SGD([{"params": [torch.zeros(1, requires_grad=True)], "lr_mult": 1},
+                           {"params": [torch.zeros(1, requires_grad=True)], "lr_mult": 10}], lr=1.0)
+    apply_poly_lr(opt, 1e-3, 10, 20, 0.9)
     assert opt.param_groups[1]["lr"] == pytest.approx(10 * opt.param_groups[0]["lr"])

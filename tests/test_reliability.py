@@ -95,10 +95,10 @@ def test_signal_part_way_then_resume_is_bit_identical(voc_root, tmp_path, refere
 def test_crash_then_resume_from_the_periodic_state(voc_root, tmp_path, reference_run, monkeypatch):
     original_call = S4GANStep.__call__
 
-    def crashing(self, iteration, *batches):
+    def crashing(self, iteration, **batches):
         if iteration == 5:
             raise RuntimeError("simulated crash")
-        return original_call(self, iteration, *batches)
+        return original_call(self, iteration, **batches)
 
     monkeypatch.setattr(S4GANStep, "__call__", crashing)
     with pytest.raises(RuntimeError, match="simulated crash"):

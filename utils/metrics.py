@@ -1,4 +1,4 @@
-"""Confusion matrix and IoU exactly as the original's current formula (spec 7.3-7.4)."""
+"""Confusion matrix and IoU exactly as the original's current formula (docs/original.md, "Evaluation")."""
 import torch
 
 

@@ -8,7 +8,7 @@ class LegacySGD(Optimizer):
 
     The original built its backbone group by walking every submodule and adding each one's
     *recursive* parameters, so most backbone tensors appear 3 times and the downsample convs 4 times
-    (spec 3.1.7a). PyTorch 0.4's step walked that list in order and, for every entry p:
+    (docs/original.md, "Duplicated SGD parameters"). PyTorch 0.4's step walked that list in order and, for every entry p:
 
         g = p.grad                       the same tensor object at every repeat
         g += weight_decay * p            in place: the decay accumulates in p.grad, repeat by repeat

@@ -2,19 +2,15 @@
 import cv2
 import numpy as np
 
-from data.classes import voc_palette
 
-PALETTE = voc_palette()
-
-
-def colorize(label):
-    """Class indices -> RGB with the VOC palette (255 = void is white)."""
-    return PALETTE[np.asarray(label, np.int64).clip(0, 255)]
+def colorize(label, palette):
+    """Class indices -> RGB with a (256, 3) palette (the dataset's own; values clipped to 0..255)."""
+    return np.asarray(palette, np.uint8)[np.asarray(label, np.int64).clip(0, 255)]
 
 
-def overlay(image_rgb, label, alpha=0.55):
+def overlay(image_rgb, label, palette, alpha=0.55):
     """The label's colours blended over the image where the label is not background (0)."""
-    colours = colorize(label).astype(np.float32)
+    colours = colorize(label, palette).astype(np.float32)
     out = image_rgb.astype(np.float32)
     mask = (np.asarray(label) != 0)[..., None]
     return np.where(mask, (1 - alpha) * out + alpha * colours, out).astype(np.uint8)
