@@ -44,6 +44,9 @@ def get_args_parser():
     parser.add_argument("--save-output-images", action="store_true",
                         help="write palette PNGs <save-dir>/<id>.png and montage.png")
     parser.add_argument("--batch-size", type=int, default=1, help="[new] images per forward pass")
+    parser.add_argument("--eval-full-res", action="store_true",
+                        help="[new] Cityscapes: score the full 2048x1024 labels (logits upsampled to them), the "
+                             "protocol most later papers report; default: the original's 1024x512 labels")
     options.add_speed_flags(parser)
     return parser
 
