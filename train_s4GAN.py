@@ -14,7 +14,7 @@ import torch
 
 from engine import options
 from engine.run import TrainingRun
-from engine.s4gan import S4GANStep
+from engine.s4gan import S4GANStep, add_s4gan_arguments
 from utils.errors import run_cli
 from utils.optim import segmenter_optimizer
 
@@ -22,19 +22,10 @@ from utils.optim import segmenter_optimizer
 def get_args_parser():
     parser = options.train_parser("s4GAN semi-supervised segmentation: DeepLabv2 + image-level discriminator.",
                                   batch_size=8, split_id=None, checkpoint_dir="./checkpoints/voc_semi_0_125/")
-    s4gan = parser.add_argument_group("s4GAN")
-    s4gan.add_argument("--lambda-fm", type=float, default=0.1, help="weight of the feature-matching loss L_fm")
-    s4gan.add_argument("--lambda-st", type=float, default=1.0, help="weight of the self-training loss L_st")
-    s4gan.add_argument("--threshold-st", type=float, default=0.6,
-                       help="D score above which an unlabeled image is self-trained (0.6 VOC/Context, 0.7 Cityscapes)")
-    s4gan.add_argument("--learning-rate-D", type=float, default=1e-4, help="Adam learning rate of the discriminator")
-    s4gan.add_argument("--restore-from-D", default=None, help="initial discriminator weights")
-    s4gan.add_argument("--d-real-norm", default=None, choices=("labeled", "own"),
-                       help="[new] scale the image of D's real input by the labeled CE batch's range (labeled, "
-                            "original) or by its own (default: from --fidelity)")
-    s4gan.add_argument("--unlabeled-list", default=None,
-                       help="[new] ids of extra images (<data-dir>/JPEGImages/<id>.jpg) that have no label PNG; "
-                            "they join the unlabeled pool")
+    add_s4gan_arguments(parser)
+    parser.add_argument("--unlabeled-list", default=None,
+                        help="[new] ids of extra images (<data-dir>/JPEGImages/<id>.jpg) that have no label PNG; "
+                             "they join the unlabeled pool")
     return parser
 
 

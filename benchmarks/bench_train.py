@@ -25,9 +25,11 @@ def parse(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mode", default="s4gan", choices=("s4gan", "full"))
     p.add_argument("--device", default="auto")
-    p.add_argument("--backbone", default="resnet18")
+    p.add_argument("--model", default="deeplabv2", help="deeplabv2 or deeplabv3p_wrn38")
+    p.add_argument("--backbone", default=None, help="default: the model's first (resnet101 / wrn38); resnet18 for deeplabv2 on CPU")
+    p.add_argument("--wrn-width-mult", type=float, default=1.0)
     p.add_argument("--batch-size", type=int, default=2, help="per loader")
-    p.add_argument("--crop", type=int, default=97)
+    p.add_argument("--crop", default="97", help="crop size: N or H,W (Cityscapes: 256,512)")
     p.add_argument("--num-classes", type=int, default=21)
     p.add_argument("--amp", default="off", help="comma list of off,bf16,fp16")
     p.add_argument("--channels-last", default="off", help="comma list of off,on")
@@ -37,7 +39,11 @@ def parse(argv):
     p.add_argument("--sgd-mode", default="legacy", choices=("legacy", "standard"))
     p.add_argument("--data-dir", default=None, help="VOC-layout folder with lists/train_aug.txt (default: synthetic)")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.crop_hw = tuple(int(v) for v in args.crop.split(",")) * (1 if "," in args.crop else 2)
+    if args.backbone is None:
+        args.backbone = "wrn38" if args.model == "deeplabv3p_wrn38" else "resnet18"
+    return args
 
 
 def run_one(args, amp, channels_last):
@@ -56,18 +62,19 @@ def run_one(args, amp, channels_last):
     torch.manual_seed(0)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    root = data_dir_or_synthetic(args.data_dir, max_size=max(160, args.crop))
-    dataset = VOCSegmentation(root, os.path.join(root, "lists", "train_aug.txt"), (args.crop, args.crop),
+    root = data_dir_or_synthetic(args.data_dir, max_size=max(160, *args.crop_hw))
+    dataset = VOCSegmentation(root, os.path.join(root, "lists", "train_aug.txt"), args.crop_hw,
                               num_classes=args.num_classes)
     names = ["labeled", "unlabeled", "real"] if args.mode == "s4gan" else ["labeled"]
     streams = [BatchStream(dataset, SeededEpochSampler(np.arange(len(dataset)), 0, k), args.batch_size,
                            args.num_workers, pin_memory=device.type == "cuda", worker_init_fn=init_worker)
                for k, _ in enumerate(names)]
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    model = build_segmenter(args.backbone, args.num_classes).to(device, memory_format=layout).train()
+    options = {"wrn_width_mult": args.wrn_width_mult} if args.model == "deeplabv3p_wrn38" else {}
+    model = build_segmenter(args.backbone, args.num_classes, args.model, **options).to(device, memory_format=layout).train()
     optimizer = segmenter_optimizer(model, 2.5e-4, 0.9, 5e-4, args.sgd_mode)
     precision = Precision(amp, device)
-    crop = (args.crop, args.crop)
+    crop = args.crop_hw
     if args.mode == "s4gan":
         d = build_discriminator(args.num_classes).to(device, memory_format=layout).train()
         optimizer_d = torch.optim.Adam(d.parameters(), lr=1e-4, betas=(0.9, 0.99))
@@ -94,7 +101,7 @@ def run_one(args, amp, channels_last):
     sec = median(totals)
     images = args.batch_size * len(names)
     return {"bench": "train", "mode": args.mode, "device": device_name(device), "torch": torch.__version__,
-            "model": f"deeplabv2-{args.backbone}", "batch": args.batch_size, "images_per_iter": images,
+            "model": f"{args.model}-{args.backbone}", "batch": args.batch_size, "images_per_iter": images,
             "crop": args.crop, "amp": amp, "channels_last": channels_last, "sgd_mode": args.sgd_mode,
             "num_workers": args.num_workers, "iters": args.iters, "sec_per_iter": round(sec, 4),
             "images_per_sec": round(images / sec, 2), "peak_mem_mb": peak_memory_mb(device),

@@ -48,13 +48,13 @@ class BatchStream:
     """
 
     def __init__(self, dataset, sampler, batch_size, num_workers=0, pin_memory=False,
-                 worker_init_fn=None, collate_fn=None):
+                 worker_init_fn=None, collate_fn=None, drop_last=False):
         self.sampler, self.batch_size = sampler, batch_size
         generator = torch.Generator()  # loaders must not draw from the global RNG (dropout uses it)
         generator.manual_seed(sampler.seed * 1000 + sampler.stream)
         self.loader = DataLoader(
             dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-            pin_memory=pin_memory, drop_last=False, persistent_workers=num_workers > 0,
+            pin_memory=pin_memory, drop_last=drop_last, persistent_workers=num_workers > 0,
             worker_init_fn=worker_init_fn, generator=generator, collate_fn=collate_fn,
             prefetch_factor=2 if num_workers > 0 else None)
         self.epoch, self.taken = 0, 0
@@ -73,6 +73,13 @@ class BatchStream:
             batch = next(self._iterator)
         self.taken += 1
         return batch
+
+    def start_new_epoch(self):
+        """Drop the rest of the current epoch: the next batch comes from a fresh shuffle (the next
+        epoch's). A stream that has not yielded anything in its epoch stays where it is."""
+        if self.taken:
+            self.epoch, self.taken = self.epoch + 1, 0
+            self._iterator = None
 
     def state_dict(self):
         return {"epoch": self.epoch, "taken": self.taken}

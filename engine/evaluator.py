@@ -2,16 +2,20 @@
 gives each image at its evaluation size (VOC: padded to 505x505) with its labels at the resolution
 that is scored; the logits are upsampled bilinearly (align_corners=True) to the labels' size, the
 padding is cut off, and the argmax is scored (label values outside [0, C) are not counted)."""
+import argparse
 import json
 import os
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Subset
 
+from data import get_dataset
 from engine.common import upsample
 from model import canonical_model_name
-from utils.metrics import confusion_matrix
+from utils.checkpoint import atomic_write_bytes
 from utils.errors import UserError
+from utils.metrics import confusion_matrix, format_iou_table, mean_iou
 
 MLMT_THRESHOLD = 0.2  # MLMT probabilities >= 0.2 mean "class present", as the original
 
@@ -33,7 +37,9 @@ def adopt_training_flags(checkpoint, args):
     for name in ("model", "backbone", "num_classes"):
         if getattr(args, name) is None and trained.get(name) is not None:
             setattr(args, name, trained[name])
-    for name in ("model", "backbone", "aspp_branches", "num_classes"):
+    if "wrn_width_mult" in trained and args.wrn_width_mult == 1.0:
+        args.wrn_width_mult = trained["wrn_width_mult"]
+    for name in ("model", "backbone", "aspp_branches", "num_classes", "wrn_width_mult"):
         if name in trained and trained[name] != getattr(args, name):
             flag = "--" + name.replace("_", "-")
             raise UserError(f"{flag} {getattr(args, name)} but the run that wrote {checkpoint} used "
@@ -113,3 +119,33 @@ def evaluate(model, loader, num_classes, device, precision=None, channels_last=F
                     h, w = sizes_cpu[k]
                     on_prediction(int(indices[k]), name, pred_cpu[k, :h, :w])
     return confusion.cpu()
+
+
+class Validator:
+    """Validation during training: the dataset's evaluation protocol on its validation list (`--val-list`,
+    default the dataset's), the first `--val-images` images (0: all). Every process validates the same
+    images, so all get the same number; the model goes back to train mode afterwards."""
+
+    def __init__(self, args, env, precision):
+        spec = get_dataset(args.dataset)
+        self.dataset = spec.build_val(argparse.Namespace(**{**vars(args), "data_list": args.val_list}))
+        if args.val_images:
+            self.dataset = Subset(self.dataset, range(min(args.val_images, len(self.dataset))))
+        self.loader = DataLoader(self.dataset, batch_size=1, num_workers=args.num_workers, collate_fn=eval_collate,
+                                 pin_memory=env.device.type == "cuda")
+        self.num_classes, self.device, self.precision = args.num_classes, env.device, precision
+        self.channels_last = args.channels_last
+        self.class_names = spec.class_names(args.num_classes, args.data_dir)
+
+    def __call__(self, model):
+        confusion = evaluate(model, self.loader, self.num_classes, self.device, self.precision, self.channels_last)
+        model.train()
+        return confusion
+
+    @staticmethod
+    def miou(confusion):
+        return mean_iou(confusion)
+
+    def write_result(self, confusion, path):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        atomic_write_bytes(path, ("\n".join(format_iou_table(confusion, self.class_names)) + "\n").encode())

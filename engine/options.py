@@ -49,6 +49,9 @@ def add_model_flags(p):
     p.add_argument("--aspp-branches", type=int, default=None, choices=(2, 4),
                    help="[new] DeepLabv2 classifier branches summed: 2 = original (d=6,12 only), 4 = all "
                         "(default: from --fidelity)")
+    p.add_argument("--wrn-width-mult", type=float, default=1.0,
+                   help="[new] deeplabv3p_wrn38: scale every channel count; for tests and CPU demos only "
+                        "(the ImageNet weights exist for 1.0)")
     p.add_argument("--num-classes", type=int, default=None,
                    help="number of classes (default: the dataset's: 21 VOC, 60 Context, 19 Cityscapes; "
                         "folder: the lines of <data-dir>/classes.txt)")

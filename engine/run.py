@@ -43,11 +43,14 @@ from utils.schedules import apply_poly_lr
 
 
 class TrainingRun:
-    def __init__(self, args, streams, split_file, data=None):
+    def __init__(self, args, streams, split_file, data=None, log_dir=None, batch_sizes=None, drop_last=False):
         """`data`: None for the segmentation trainers; else a function (args, env, saved split or None)
         -> (training dataset with `.ids`, split permutation, {stream name: BatchStream}) that builds
-        a trainer's own datasets and streams (`streams` and `split_file` are then not used)."""
+        a trainer's own datasets and streams (`streams` and `split_file` are then not used).
+        `log_dir`: where metrics.jsonl goes (default --checkpoint-dir); `batch_sizes`: per-stream
+        batch sizes other than --batch-size; `drop_last`: every stream drops incomplete batches."""
         self.args = args
+        self.log_dir = log_dir or args.checkpoint_dir
         self.env = setup.start_run(args)
         self.resume = read_training_state(args, self.env.world_size)
         if self.env.is_main:
@@ -58,7 +61,8 @@ class TrainingRun:
         else:
             self.dataset, num_listed = setup.make_train_dataset(args)
             self.split = setup.make_split(args, self.env, num_listed, split_file, saved_split)
-            self.streams = setup.make_streams(args, self.env, self.dataset, self.split, streams, num_listed)
+            self.streams = setup.make_streams(args, self.env, self.dataset, self.split, streams, num_listed,
+                                              batch_sizes, drop_last)
         self.precision = Precision(args.amp, self.env.device)
         self.models, self.optimizers, self.base_lrs = {}, {}, {}
         self.state, self.start, self.lr = None, 0, None
@@ -113,13 +117,16 @@ class TrainingRun:
         if self.state is None:
             raise RuntimeError("call run.track(...) before run.iterations()")
         args = self.args
-        self._log = TrainingLog(os.path.join(args.checkpoint_dir, "metrics.jsonl"), self.start, args.num_steps,
+        if self.env.is_main:
+            os.makedirs(self.log_dir, exist_ok=True)
+        self._log = TrainingLog(os.path.join(self.log_dir, "metrics.jsonl"), self.start, args.num_steps,
                                 args.log_every, enabled=self.env.is_main)
         self._iterations = self._loop(args.num_steps, args.save_pred_every)
         return self._iterations
 
-    def log(self, i, values):
-        self._log.update(i, {**values, "lr": self.lr})
+    def log(self, i, values, force=False):
+        """Print and record iteration i's values every --log-every iterations (always with `force`)."""
+        self._log.update(i, {**values, "lr": self.lr}, force)
 
     # ------------------------------------------------------------ the epoch-based loop
     def epochs(self, num_epochs, epoch_length, restart=()):
@@ -131,7 +138,9 @@ class TrainingRun:
             raise RuntimeError("call run.track(...) before run.epochs()")
         total = num_epochs * epoch_length
         self._epoch_length = epoch_length
-        self._log = TrainingLog(os.path.join(self.args.checkpoint_dir, "metrics.jsonl"), self.start, total,
+        if self.env.is_main:
+            os.makedirs(self.log_dir, exist_ok=True)
+        self._log = TrainingLog(os.path.join(self.log_dir, "metrics.jsonl"), self.start, total,
                                 self.args.log_every, enabled=self.env.is_main)
         self._iterations = self._epoch_loop(num_epochs, epoch_length, restart)
         return self._iterations
@@ -176,7 +185,7 @@ class TrainingRun:
                                                       for k, v in values.items())
         self._log.message(text)
         record = {"iter": (epoch + 1) * self._epoch_length - 1, "epoch": epoch + 1, **values}
-        with open(os.path.join(self.args.checkpoint_dir, "metrics.jsonl"), "a") as f:
+        with open(os.path.join(self.log_dir, "metrics.jsonl"), "a") as f:
             f.write(json.dumps(record) + "\n")
 
     def _set_lrs(self, i):
@@ -225,6 +234,29 @@ class TrainingRun:
             suffix = "" if name == "model" else f"_{name}"
             atomic_torch_save(getattr(module, "module", module).state_dict(),
                               snapshot_path(self.args.checkpoint_dir, i, suffix))
+
+
+class BestCheckpoint:
+    """best.pth: the weights of the best validation score so far, written atomically by the main
+    process. Pass it to `run.track(extras=...)` so that the best score survives --resume."""
+
+    def __init__(self, path, env):
+        self.path, self.env, self.score = path, env, None
+
+    def update(self, score, module):
+        """Save `module` if `score` beats every earlier one; return whether it did."""
+        if self.score is not None and score <= self.score:
+            return False
+        self.score = score
+        if self.env.is_main:
+            atomic_torch_save(getattr(module, "module", module).state_dict(), self.path)
+        return True
+
+    def state_dict(self):
+        return {"score": self.score}
+
+    def load_state_dict(self, state):
+        self.score = state["score"]
 
 
 def snapshot_path(checkpoint_dir, iteration, suffix=""):

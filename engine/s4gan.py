@@ -21,6 +21,21 @@ from engine.common import images_to_device, labels_to_device, losses_to_floats, 
 from utils.losses import masked_cross_entropy, one_hot
 
 
+def add_s4gan_arguments(parser):
+    """The method's flags (both s4GAN trainers): the loss weights, the threshold gamma, D's optimizer."""
+    s4gan = parser.add_argument_group("s4GAN")
+    s4gan.add_argument("--lambda-fm", type=float, default=0.1, help="weight of the feature-matching loss L_fm")
+    s4gan.add_argument("--lambda-st", type=float, default=1.0, help="weight of the self-training loss L_st")
+    s4gan.add_argument("--threshold-st", type=float, default=0.6,
+                       help="D score above which an unlabeled image is self-trained (0.6 VOC/Context, 0.7 Cityscapes)")
+    s4gan.add_argument("--learning-rate-D", type=float, default=1e-4, help="Adam learning rate of the discriminator")
+    s4gan.add_argument("--restore-from-D", default=None, help="initial discriminator weights")
+    s4gan.add_argument("--d-real-norm", default=None, choices=("labeled", "own"),
+                       help="[new] scale the image of D's real input by the labeled CE batch's range (labeled, "
+                            "original) or by its own (default: from --fidelity)")
+    return s4gan
+
+
 # ---------------------------------------------------------------- what D sees
 
 def minmax_scale(images, range_of=None):

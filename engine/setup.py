@@ -43,10 +43,20 @@ def write_args(args):
 
 
 def segmenter(args, restore=True, say=print):
-    """--model with --backbone and its options; --restore-from copied where name and shape match."""
-    options = {name: getattr(args, name) for name in SEGMENTERS[args.model].options}
-    model = build_segmenter(args.backbone, args.num_classes, args.model, **options)
-    if restore and args.restore_from.lower() != "none":
+    """--model with --backbone and its options; --restore-from copied where name and shape match, or,
+    for a model whose ImageNet file has its own format (WRN-38), that file loaded by the model's rule."""
+    entry = SEGMENTERS[args.model]
+    model = build_segmenter(args.backbone, args.num_classes, args.model,
+                            **{name: getattr(args, name) for name in entry.options})
+    imagenet_file = entry.imagenet_weights.get(args.backbone)
+    if restore and entry.load_imagenet and os.path.basename(args.restore_from) == imagenet_file:
+        loaded = entry.load_imagenet(model, args.restore_from)
+        if loaded is None:
+            say(f"warning: --restore-from {args.restore_from} does not exist: the {args.backbone} trunk starts "
+                f"from random initialisation (put the ImageNet weights there to reproduce the original)")
+        else:
+            say(f"--restore-from {args.restore_from}: loaded {loaded} ImageNet tensors into the {args.backbone} trunk")
+    elif restore and args.restore_from.lower() != "none":
         state = read_state_dict(args.restore_from, "--restore-from")
         loaded, mismatched = load_matching(model, state, args.restore_from)
         note = f"; kept at initialisation (shape differs): {', '.join(mismatched[:3])}" if mismatched else ""
@@ -101,8 +111,9 @@ def make_split(args, env, num_images, split_file, saved=None):
     return perm
 
 
-def make_streams(args, env, dataset, perm, names, num_listed=None):
-    """One BatchStream per name in `names` (labeled / unlabeled / real), each with its own sampler.
+def make_streams(args, env, dataset, perm, names, num_listed=None, batch_sizes=None, drop_last=False):
+    """One BatchStream per name in `names` (labeled / unlabeled / real), each with its own sampler,
+    batch size (`batch_sizes[name]`, else --batch-size) and, with `drop_last`, only whole batches.
 
     Indices >= num_listed (images of --unlabeled-list) join the unlabeled pool only."""
     num_listed = len(dataset) if num_listed is None else num_listed
@@ -115,9 +126,13 @@ def make_streams(args, env, dataset, perm, names, num_listed=None):
     pools = {"labeled": labeled, "unlabeled": unlabeled, "real": labeled}
     streams = {}
     for name in names:
+        batch_size = (batch_sizes or {}).get(name, args.batch_size)
         sampler = SeededEpochSampler(pools[name], args.random_seed, STREAM_IDS[name], env.rank, env.world_size)
-        streams[name] = BatchStream(dataset, sampler, args.batch_size, args.num_workers,
-                                    pin_memory=env.device.type == "cuda", worker_init_fn=init_worker)
+        if drop_last and len(sampler) < batch_size:
+            raise UserError(f"the {name} images ({len(pools[name])}) do not fill one batch of {batch_size}"
+                            f"{' per process' if env.distributed else ''}: lower the batch size or label more")
+        streams[name] = BatchStream(dataset, sampler, batch_size, args.num_workers, pin_memory=env.device.type == "cuda",
+                                    worker_init_fn=init_worker, drop_last=drop_last)
     return streams
 
 

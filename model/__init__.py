@@ -5,10 +5,13 @@ Adding a segmenter is one module plus one entry here. A segmenter module provide
 each with the learning-rate multiplier (`lr_mult`) that the poly schedule applies.
 """
 from dataclasses import dataclass
-from typing import Callable, Dict, Tuple
+import os
+from typing import Callable, Dict, Optional, Tuple
 
 from model.deeplabv2 import BACKBONES as DEEPLABV2_BACKBONES, deeplabv2
+from model.deeplabv3p import deeplabv3p_wrn38
 from model.discriminator import S4GANDiscriminator
+from model.wider_resnet import WRN38_IMAGENET, load_wrn38_imagenet
 
 
 @dataclass(frozen=True)
@@ -17,12 +20,19 @@ class Segmenter:
     backbones: Tuple[str, ...]  # the first is the default
     options: Tuple[str, ...]  # names of the flags (args attributes) the builder takes
     imagenet_weights: Dict[str, str]  # backbone -> ImageNet file name in ./pretrained_models/
+    # how the ImageNet file loads: None = the --restore-from rule (copy tensors by name and shape);
+    # else (model, path) -> count, or None when the file is absent (the run then warns and goes on)
+    load_imagenet: Optional[Callable] = None
 
 
 SEGMENTERS = {
     "deeplabv2": Segmenter(deeplabv2, tuple(DEEPLABV2_BACKBONES), ("aspp_branches", "init"),
                            {"resnet101": "resnet101-5d3b4d8f.pth", "resnet50": "resnet50-19c8e357.pth",
                             "resnet18": "resnet18-5c106cde.pth"}),
+    "deeplabv3p_wrn38": Segmenter(lambda backbone, num_classes, wrn_width_mult=1.0:
+                                  deeplabv3p_wrn38(num_classes, backbone, wrn_width_mult),
+                                  ("wrn38",), ("wrn_width_mult",), {"wrn38": os.path.basename(WRN38_IMAGENET)},
+                                  lambda model, path: load_wrn38_imagenet(model.backbone, path)),
 }
 # the original's --model defaults ('DeepLab' in the trainers); all meant DeepLabv2
 MODEL_ALIASES = {"deeplab": "deeplabv2", "deeplabv2": "deeplabv2"}

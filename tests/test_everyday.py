@@ -12,6 +12,7 @@ import demo
 import evaluate
 import train_full
 import train_s4GAN
+import train_s4GAN_wrn38
 from data.joined import JoinedDataset
 from data.synthetic import CLASSES, write_dataset
 from data.voc import VOCSegmentation
@@ -137,7 +138,7 @@ def test_progress_bar_on_a_terminal_and_plain_lines_otherwise(tmp_path):
     assert len(open(tmp_path / "p.jsonl").read().splitlines()) == 3
 
 
-@pytest.mark.parametrize("script", [train_full, train_s4GAN, evaluate])
+@pytest.mark.parametrize("script", [train_full, train_s4GAN, train_s4GAN_wrn38, evaluate])
 def test_every_flag_has_help(script):
     p = script.get_args_parser()
     for action in p._actions:

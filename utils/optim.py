@@ -1,4 +1,6 @@
 """Optimizers of the segmenter: standard SGD, or the original's duplicated-list SGD (legacy)."""
+import warnings
+
 import torch
 from torch.optim import Optimizer
 
@@ -58,11 +60,20 @@ class LegacySGD(Optimizer):
 
 
 def segmenter_optimizer(model, lr, momentum, weight_decay, mode):
-    """`legacy`: the original's duplicated backbone list (LegacySGD); `standard`: torch SGD, each tensor once."""
+    """`standard`: torch SGD, each tensor once. `legacy`: the original's duplicated parameter lists as
+    the PyTorch of the original's time processed them (docs/original.md, "Duplicated SGD parameters"):
+    DeepLabv2 (2019, PyTorch 0.4) by LegacySGD; a model with `original_param_lists()` (the WRN-38
+    trainer, 2022) by the for-loop torch SGD over the repeated lists, which updates a tensor once per
+    repeat (a repeated list cannot go through the fp16 GradScaler: it would unscale a gradient twice)."""
     groups = model.optim_parameters(lr)
     if mode == "standard":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if mode != "legacy":
         raise ValueError(f"unknown SGD mode {mode!r}")
+    if hasattr(model, "original_param_lists"):
+        groups = [{**group, "params": params} for group, params in zip(groups, model.original_param_lists())]
+        with warnings.catch_warnings():  # the repeats are the point here
+            warnings.filterwarnings("ignore", message=".*duplicate parameters.*")
+            return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=False)
     groups[0]["multiplicity"] = model.legacy_multiplicities()
     return LegacySGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)

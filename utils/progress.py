@@ -40,11 +40,12 @@ class TrainingLog:
         if self.jsonl_path:
             truncate_jsonl(self.jsonl_path, start)
 
-    def update(self, iteration, values):
-        """Record iteration `iteration` (0-based) with its scalar values."""
+    def update(self, iteration, values, force=False):
+        """Record iteration `iteration` (0-based) with its scalar values (`force`: even between the
+        --log-every iterations, e.g. a validation score)."""
         if not self.enabled:
             return
-        due = iteration % self.log_every == 0 or iteration == self.total - 1
+        due = force or iteration % self.log_every == 0 or iteration == self.total - 1
         if self.bar is not None:
             self.bar.update(1)
             if due:

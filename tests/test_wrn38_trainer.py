@@ -1,0 +1,111 @@
+"""train_s4GAN_wrn38.py: the s4GAN loop with DeepLabv3+ on WRN-38, a narrow test width, on tiny Cityscapes."""
+import json
+
+import pytest
+import torch
+
+import evaluate
+import train_s4GAN_wrn38
+from model import build_segmenter
+from tests.city_fixture import make_city
+from tests.helpers import expect_error, run_main
+from utils.optim import segmenter_optimizer
+
+TINY = "0.0625"
+
+
+@pytest.fixture(scope="module")
+def city(tmp_path_factory):
+    return make_city(str(tmp_path_factory.mktemp("city")), layout="official",
+                     cities={"train": {"aachen": 3, "bochum": 2}, "val": {"frankfurt": 1}})
+
+
+def flags(city, tmp_path, *extra):
+    return ["--dataset", "cityscapes", "--data-dir", city, "--wrn-width-mult", TINY, "--input-size", "64,128",
+            "--batch-size", "2", "--batch-size-unlab", "2", "--num-workers", "0", "--labeled-ratio", "0.4",
+            "--val-images", "1", "--checkpoint-dir", str(tmp_path / "ck"), "--out", str(tmp_path / "out"), *extra]
+
+
+@pytest.fixture(scope="module")
+def reference(city, tmp_path_factory):
+    """An uninterrupted 4-step run (validated after iterations 2 and 4)."""
+    tmp_path = tmp_path_factory.mktemp("ref")
+    code, _, _ = run_main(train_s4GAN_wrn38.main, flags(city, tmp_path, "--num-steps", "4", "--val-every", "2"))
+    assert code == 0
+    return tmp_path
+
+
+def test_defaults_of_the_wrn_trainer():
+    args = train_s4GAN_wrn38.parse_args([])
+    assert (args.model, args.backbone, args.save_pred_every, args.batch_size_unlab) == ("deeplabv3p_wrn38", "wrn38",
+                                                                                        1000, 8)
+    assert args.restore_from.endswith("wider_resnet38.pth.tar")  # not the ResNet-101 file
+    assert args.context_train_mean == "reversed" and args.out == "result"
+
+
+def test_train_validate_and_evaluate(city, reference, tmp_path, capsys):
+    records = [json.loads(line) for line in open(reference / "out" / "metrics.jsonl")]
+    assert [r["iter"] for r in records if "val_miou" in r] == [1, 3]
+    assert (reference / "ck" / "best.pth").is_file() and (reference / "out" / "result.txt").is_file()
+    assert "meanIOU" in (reference / "out" / "result.txt").read_text()
+    assert (reference / "ck" / "VOC_4.pth").is_file() and (reference / "ck" / "VOC_4_D.pth").is_file()
+    evaluate_flags = ["--dataset", "cityscapes", "--data-dir", city, "--num-workers", "0", "--save-dir",
+                      str(tmp_path / "r"), "--restore-from"]
+    code, out, err = run_main(evaluate.main, evaluate_flags + [str(reference / "ck" / "VOC_4.pth"), "--model",
+                                                               "deeplabv3p_wrn38"], capsys)
+    assert code == 0 and "meanIOU" in out, err
+    # an original-style checkpoint (DataParallel keys) of this model loads too; the model kind and
+    # width then have to be given, as there is no args.json beside it
+    state = torch.load(reference / "ck" / "VOC_4.pth", weights_only=True)
+    torch.save({"module." + k: v for k, v in state.items()}, tmp_path / "VOC_4.pth")
+    code, out, err = run_main(evaluate.main, evaluate_flags + [str(tmp_path / "VOC_4.pth"), "--model",
+                                                               "deeplabv3p_wrn38", "--wrn-width-mult", TINY], capsys)
+    assert code == 0 and "meanIOU" in out, err
+
+
+def test_interrupted_run_resumes_bit_identically(city, reference, tmp_path, monkeypatch):
+    from engine.s4gan import S4GANStep
+    original_call = S4GANStep.__call__
+
+    def crashing(self, iteration, **batches):
+        if iteration == 3:
+            raise RuntimeError("simulated crash")
+        return original_call(self, iteration, **batches)
+
+    argv = flags(city, tmp_path, "--num-steps", "4", "--val-every", "2", "--save-pred-every", "2")
+    monkeypatch.setattr(S4GANStep, "__call__", crashing)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_main(train_s4GAN_wrn38.main, argv)
+    monkeypatch.setattr(S4GANStep, "__call__", original_call)
+    assert run_main(train_s4GAN_wrn38.main, argv + ["--resume", "auto"])[0] == 0
+    for name in ("VOC_4.pth", "VOC_4_D.pth", "best.pth"):
+        ours = torch.load(tmp_path / "ck" / name, weights_only=True)
+        theirs = torch.load(reference / "ck" / name, weights_only=True)
+        assert all(torch.equal(ours[k], theirs[k]) for k in theirs), name
+
+
+def test_legacy_sgd_keeps_the_original_repeated_lists():
+    model = build_segmenter("wrn38", 19, "deeplabv3p_wrn38", wrn_width_mult=1 / 16)
+    legacy = segmenter_optimizer(model, 1e-3, 0.9, 5e-4, "legacy")
+    lists = model.original_param_lists()
+    assert [len(g["params"]) for g in legacy.param_groups] == [len(x) for x in lists]
+    assert [g["lr_mult"] for g in legacy.param_groups] == [1, 10]
+    standard = segmenter_optimizer(model, 1e-3, 0.9, 5e-4, "standard")
+    assert sum(len(g["params"]) for g in standard.param_groups) == len(list(model.parameters()))
+    # one step: a tensor listed k times moves k times as far as with the list deduplicated
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    before = {id(p): p.detach().clone() for p in model.parameters()}
+    legacy.step()
+    repeats = {}
+    for p in lists[0]:
+        repeats[id(p)] = repeats.get(id(p), 0) + 1
+    p = lists[0][0]
+    expected = before[id(p)] - repeats[id(p)] * 1e-3 * (1 + 5e-4 * before[id(p)])
+    assert torch.allclose(p.detach(), expected, atol=1e-7)
+
+
+def test_bad_input(city, tmp_path, capsys):
+    expect_error(train_s4GAN_wrn38.main, flags(city, tmp_path, "--amp", "fp16"), capsys, "--amp fp16", "--sgd-mode")
+    expect_error(train_s4GAN_wrn38.main, flags(city, tmp_path, "--labeled-ratio", "0.2", "--batch-size", "2"),
+                 capsys, "do not fill one batch")
