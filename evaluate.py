@@ -8,6 +8,7 @@ Single scale, the original's protocol per dataset (engine/evaluator.py). --model
 """
 import os
 import sys
+import time
 
 import numpy as np
 import torch
@@ -16,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from data import get_dataset
 from engine import options
-from engine.evaluator import MLMTFusion, adopt_training_flags, eval_collate, evaluate
+from engine.evaluator import MLMTFusion, adopt_training_flags, eval_collate, evaluate, montage_of_predictions
 from engine.fidelity import apply_profile
 from model import SEGMENTERS, build_segmenter
 from model.weights import load_exact, read_state_dict
@@ -24,7 +25,7 @@ from utils.amp import Precision
 from utils.distributed import init_environment
 from utils.errors import UserError, run_cli
 from utils.metrics import format_iou_table
-from utils.visualize import colorize, montage, overlay, save_rgb
+from utils.visualize import save_rgb
 
 
 def get_args_parser():
@@ -82,13 +83,9 @@ class PredictionWriter:
             self.kept.append((index, prediction))
 
     def write_montage(self):
-        rows = []
-        for index, prediction in self.kept:
-            image, truth = self.dataset.display(index)
-            rows.append([image, colorize(truth, self.palette), overlay(image, prediction, self.palette)])
-        if rows:
+        if self.kept:
             save_rgb(os.path.join(self.save_dir, "montage.png"),
-                     montage(rows, ["image", "ground truth", "prediction"], nearest_columns=(1,)))
+                     montage_of_predictions(self.dataset, self.palette, self.kept))
 
 
 def main(argv=None):
@@ -110,14 +107,18 @@ def main(argv=None):
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers,
                         collate_fn=eval_collate, pin_memory=env.device.type == "cuda")
     writer = PredictionWriter(args.save_dir, dataset, spec.palette) if args.save_output_images else None
+    start = time.perf_counter()
     confusion = evaluate(model, loader, args.num_classes, env.device, Precision(args.amp, env.device),
                          args.channels_last, fusion, writer)
+    seconds = time.perf_counter() - start
     if writer is not None:
         writer.write_montage()
     lines = format_iou_table(confusion, spec.class_names(args.num_classes, args.data_dir))
     print("\n".join(lines))
     with open(os.path.join(args.save_dir, "result.txt"), "w") as f:
         f.write("\n".join(lines) + "\n")
+    print(f"evaluated {len(dataset)} images in {seconds:.1f} s ({1000 * seconds / max(1, len(dataset)):.0f} ms "
+          f"per image, loading included)")
 
 
 if __name__ == "__main__":

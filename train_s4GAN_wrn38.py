@@ -37,8 +37,6 @@ def get_args_parser():
     wrn.add_argument("--val-every", type=int, default=200, help="[new] validate every this many iterations")
     wrn.add_argument("--val-images", type=int, default=0,
                      help="[new] score only the first N validation images (the original: 50); 0 = all")
-    wrn.add_argument("--val-list", default=None,
-                     help="[new] validation list (default: the dataset's validation split)")
     return parser
 
 

@@ -253,7 +253,7 @@ class CityscapesSegmentation(Dataset):
     """
 
     def __init__(self, root, split="train", list_path=None, crop_size=(256, 512), train=True,
-                 resolution=None, full_res_labels=False, list_flag="--data-list"):
+                 resolution=None, full_res_labels=False, list_flag="--data-list", check_files=True):
         self.root, self.split, self.train = root, split, train
         self.image_dir, self.label_dir = find_split_dirs(root, split)
         self.resolution = tuple(resolution or (TRAIN_RESOLUTION if train else EVAL_RESOLUTION))
@@ -268,7 +268,8 @@ class CityscapesSegmentation(Dataset):
             self.ids = discover(self.image_dir)
             if not self.ids:
                 raise _layout_error(root, split, f"{self.image_dir} holds no *{IMAGE_SUFFIX} file")
-        self._check_files(list_path)
+        if check_files:
+            self._check_files(list_path)
 
     def image_path(self, name):
         return os.path.join(self.image_dir, name + IMAGE_SUFFIX)
@@ -321,6 +322,10 @@ class CityscapesSegmentation(Dataset):
             label = pil_resize(label, self.resolution, Image.NEAREST)
         return rgb, LABEL_TO_TRAIN[np.asarray(label)].astype(np.int64)
 
+    def label_indices(self, name):
+        """The label of `name` as trainIds at full resolution (for `python -m data.check`)."""
+        return LABEL_TO_TRAIN[np.asarray(open_label_ids(self.label_path(name)))].astype(np.int64)
+
     def display(self, index):
         """(RGB uint8 HxWx3, label int64 HxW) at the scoring resolution, for montages."""
         rgb, label = self._eval_pair(index)
@@ -331,12 +336,13 @@ class CityscapesSegmentation(Dataset):
 
 def build_train(args):
     return CityscapesSegmentation(args.data_dir, "train", args.data_list, crop_size=tuple(args.input_size),
-                                  train=True)
+                                  train=True, check_files=getattr(args, "check_files", True))
 
 
 def build_val(args):
     return CityscapesSegmentation(args.data_dir, "val", args.data_list, train=False,
-                                  full_res_labels=bool(getattr(args, "eval_full_res", False)))
+                                  full_res_labels=bool(getattr(args, "eval_full_res", False)),
+                                  check_files=getattr(args, "check_files", True))
 
 
 SPEC = DatasetSpec(

@@ -536,13 +536,13 @@ class ContextSegmentation(Dataset):
     """
 
     def __init__(self, root, split="train", list_path=None, train=True, crop_size=(321, 321),
-                 mean=IMAGENET_MEAN_RGB, std=IMAGENET_STD_RGB, list_flag="--data-list"):
+                 mean=IMAGENET_MEAN_RGB, std=IMAGENET_STD_RGB, list_flag="--data-list", check_files=True):
         list_path = check_prepared(root, split, list_path, list_flag)
         self.root, self.train = root, train
         self.ids = read_ids(list_path, list_flag)
         self.crop_h, self.crop_w = crop_size
         self.mean, self.std = tuple(mean), tuple(std)
-        for name in self.ids:
+        for name in self.ids if check_files else ():
             image, mask = self.image_path(name), self.label_path(name)
             if not os.path.isfile(image):
                 raise UserError(f"image {image} (listed in {list_path}) does not exist")
@@ -608,6 +608,10 @@ class ContextSegmentation(Dataset):
         box = (left, top, left + EVAL_SIZE, top + EVAL_SIZE)
         return np.asarray(image.crop(box)), np.asarray(mask.crop(box)).astype(np.int64)
 
+    def label_indices(self, name):
+        """The mask of `name` as class indices 0..59 (for `python -m data.check`)."""
+        return np.asarray(open_mask(self.label_path(name))).astype(np.int64)
+
     def display(self, index):
         """(RGB uint8 512x512x3, label int64 512x512): the scored crop, for montages."""
         rgb, label = self._eval_pair(index)
@@ -617,11 +621,13 @@ class ContextSegmentation(Dataset):
 def build_train(args):
     mean, std = context_train_normalization(getattr(args, "context_train_mean", None) or "rgb")
     return ContextSegmentation(args.data_dir, "train", args.data_list, train=True,
-                               crop_size=tuple(args.input_size), mean=mean, std=std)
+                               crop_size=tuple(args.input_size), mean=mean, std=std,
+                               check_files=getattr(args, "check_files", True))
 
 
 def build_val(args):
-    return ContextSegmentation(args.data_dir, "val", args.data_list, train=False)
+    return ContextSegmentation(args.data_dir, "val", args.data_list, train=False,
+                               check_files=getattr(args, "check_files", True))
 
 
 SPEC = DatasetSpec(

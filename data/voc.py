@@ -56,7 +56,7 @@ class VOCSegmentation(Dataset):
 
     def __init__(self, root, list_path, crop_size=(321, 321), scale=False, mirror=False,
                  num_classes=21, ignore_label=VOC_IGNORE_LABEL, mean=VOC_MEAN_BGR, pad_only=False,
-                 labeled=True, ids=None, list_flag="--data-list"):
+                 labeled=True, ids=None, list_flag="--data-list", check_files=True):
         if not os.path.isdir(root):
             raise UserError(f"--data-dir {root} does not exist or is not a folder")
         self.root = root
@@ -65,7 +65,8 @@ class VOCSegmentation(Dataset):
         self.scale, self.mirror, self.pad_only, self.labeled = scale, mirror, pad_only, labeled
         self.num_classes, self.ignore_label = num_classes, ignore_label
         self.mean = np.asarray(mean, np.float32)
-        self._check_files(list_path)
+        if check_files:  # every listed file, up front: a missing one fails now, not hours in
+            self._check_files(list_path)
 
     def image_path(self, name):
         return os.path.join(self.root, IMAGE_DIR, name + ".jpg")
@@ -111,6 +112,10 @@ class VOCSegmentation(Dataset):
             image, label = image[:, :, ::-1], label[:, ::-1]
         return np.ascontiguousarray(image), np.ascontiguousarray(label), size, name, index
 
+    def label_indices(self, name):
+        """The label of `name` as class indices, before any transform (for `python -m data.check`)."""
+        return read_label(self.label_path(name))
+
     def display(self, index):
         """(RGB uint8 image, label) of item `index` as scored (before padding), for montages."""
         name = self.ids[index]
@@ -119,7 +124,8 @@ class VOCSegmentation(Dataset):
 
 def _train(args):
     return VOCSegmentation(args.data_dir, args.data_list or DEFAULT_LISTS["train"], args.input_size,
-                           args.random_scale, args.random_mirror, args.num_classes, args.ignore_label)
+                           args.random_scale, args.random_mirror, args.num_classes, args.ignore_label,
+                           check_files=getattr(args, "check_files", True))
 
 
 def _unlabeled(args):
@@ -130,13 +136,15 @@ def _unlabeled(args):
 
 def _val(args):
     return VOCSegmentation(args.data_dir, args.data_list or DEFAULT_LISTS["val"], VOC_EVAL_SIZE,
-                           num_classes=args.num_classes, ignore_label=args.ignore_label, pad_only=True)
+                           num_classes=args.num_classes, ignore_label=args.ignore_label, pad_only=True,
+                           check_files=getattr(args, "check_files", True))
 
 
 def _folder_val(args):
     """Custom data: each image scored at its own size (padded to 8k+1), not padded to VOC's 505."""
     return VOCSegmentation(args.data_dir, args.data_list or DEFAULT_LISTS["val"], None,
-                           num_classes=args.num_classes, ignore_label=args.ignore_label, pad_only=True)
+                           num_classes=args.num_classes, ignore_label=args.ignore_label, pad_only=True,
+                           check_files=getattr(args, "check_files", True))
 
 
 def _voc_names(num_classes, data_dir=None):

@@ -16,6 +16,7 @@ from model import canonical_model_name
 from utils.checkpoint import atomic_write_bytes
 from utils.errors import UserError
 from utils.metrics import confusion_matrix, format_iou_table, mean_iou
+from utils.visualize import colorize, montage, overlay
 
 MLMT_THRESHOLD = 0.2  # MLMT probabilities >= 0.2 mean "class present", as the original
 
@@ -128,7 +129,7 @@ class Validator:
 
     def __init__(self, args, env, precision):
         spec = get_dataset(args.dataset)
-        self.dataset = spec.build_val(argparse.Namespace(**{**vars(args), "data_list": args.val_list}))
+        self.dataset = validation_dataset(args)
         if args.val_images:
             self.dataset = Subset(self.dataset, range(min(args.val_images, len(self.dataset))))
         self.loader = DataLoader(self.dataset, batch_size=1, num_workers=args.num_workers, collate_fn=eval_collate,
@@ -149,3 +150,33 @@ class Validator:
     def write_result(self, confusion, path):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         atomic_write_bytes(path, ("\n".join(format_iou_table(confusion, self.class_names)) + "\n").encode())
+
+
+def montage_of_predictions(dataset, palette, predictions):
+    """Rows of image | ground truth | prediction over the image, for (dataset index, prediction) pairs."""
+    rows = []
+    for index, prediction in predictions:
+        image, truth = dataset.display(index)
+        rows.append([image, colorize(truth, palette), overlay(image, prediction, palette)])
+    return montage(rows, ["image", "ground truth", "prediction"], nearest_columns=(1,))
+
+
+def validation_dataset(args):
+    """The dataset's evaluation set for --val-list (default: its validation split)."""
+    return get_dataset(args.dataset).build_val(argparse.Namespace(**{**vars(args), "data_list": args.val_list}))
+
+
+@torch.no_grad()
+def prediction_montage(model, dataset, palette, device, count=4):
+    """The montage of the first `count` images of `dataset`, predicted by `model` (put back in train
+    mode afterwards)."""
+    model = getattr(model, "module", model)
+    predictions = []
+    for collated in DataLoader(Subset(dataset, range(min(count, len(dataset)))), batch_size=1, collate_fn=eval_collate):
+        for images, labels, sizes, names, indices in collated:
+            model.eval()
+            logits = upsample(model(images.to(device)).float(), labels.shape[-2:])
+            h, w = sizes[0].tolist()
+            predictions.append((int(indices[0]), logits.argmax(1)[0, :h, :w].cpu().numpy()))
+    model.train()
+    return montage_of_predictions(dataset, palette, predictions)

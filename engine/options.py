@@ -5,6 +5,7 @@ flags marked [new] are additions. Dataset-dependent defaults (--data-dir, --data
 --num-classes, --ignore-label) are None here and filled from the --dataset entry.
 """
 import argparse
+import os
 
 from data import DATASETS, get_dataset
 from data.voc import folder_classes
@@ -31,6 +32,15 @@ def input_size(text):
     if h < 16 or w < 16:
         raise argparse.ArgumentTypeError(f"{text!r} is too small (at least 16,16)")
     return h, w
+
+
+def default_num_workers():
+    """min(4, the cores this process may run on): no oversubscription, no DataLoader warning on small machines."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return min(4, cores)
 
 
 def parser(description):
@@ -72,7 +82,8 @@ def add_data_flags(p):
 def add_runtime_flags(p):
     p.add_argument("--device", default="auto", help="[new] auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--gpu", type=int, default=0, help="CUDA device index when --device is auto or cuda")
-    p.add_argument("--num-workers", type=int, default=4, help="data-loading worker processes")
+    p.add_argument("--num-workers", type=int, default=default_num_workers(),
+                   help="data-loading worker processes (default: min(4, available cores))")
 
 
 def add_speed_flags(p):
@@ -123,6 +134,11 @@ def train_parser(description, *, batch_size, split_id, checkpoint_dir, input_siz
     p.add_argument("--save-pred-every", type=int, default=5000, help="write VOC_<iter>.pth every this many iterations")
     p.add_argument("--checkpoint-dir", default=checkpoint_dir, help="output folder")
     p.add_argument("--log-every", type=int, default=10, help="[new] print and log to metrics.jsonl every this many iterations")
+    p.add_argument("--val-list", default=None,
+                   help="[new] validation list for the checks during training (default: the dataset's validation split)")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="[new] also write the logged scalars, and a prediction montage of the first validation "
+                        "images at each snapshot, to TensorBoard (needs the optional tensorboard package)")
     p.add_argument("--resume", default=None,
                    help="[new] 'auto': continue from <checkpoint-dir>/latest.pth if present (else start fresh); "
                         "or the path of a latest.pth")

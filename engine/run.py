@@ -32,7 +32,9 @@ import signal
 import torch
 import torch.distributed as dist
 
+from data import get_dataset
 from engine import setup
+from engine.evaluator import prediction_montage, validation_dataset
 from engine.state import TrainingState, read_training_state
 from utils.amp import Precision
 from utils.checkpoint import atomic_torch_save
@@ -120,7 +122,8 @@ class TrainingRun:
         if self.env.is_main:
             os.makedirs(self.log_dir, exist_ok=True)
         self._log = TrainingLog(os.path.join(self.log_dir, "metrics.jsonl"), self.start, args.num_steps,
-                                args.log_every, enabled=self.env.is_main)
+                                args.log_every, enabled=self.env.is_main, tensorboard=getattr(args, "tensorboard", False))
+        self._prepare_montage()
         self._iterations = self._loop(args.num_steps, args.save_pred_every)
         return self._iterations
 
@@ -141,7 +144,8 @@ class TrainingRun:
         if self.env.is_main:
             os.makedirs(self.log_dir, exist_ok=True)
         self._log = TrainingLog(os.path.join(self.log_dir, "metrics.jsonl"), self.start, total,
-                                self.args.log_every, enabled=self.env.is_main)
+                                self.args.log_every, enabled=self.env.is_main,
+                                tensorboard=getattr(self.args, "tensorboard", False))
         self._iterations = self._epoch_loop(num_epochs, epoch_length, restart)
         return self._iterations
 
@@ -206,6 +210,8 @@ class TrainingRun:
                     check_finite_weights(self.models, i)
                 if periodic and self.env.is_main:
                     self._save_snapshots(num_steps if last else i)
+                    if self._montage_data is not None:
+                        self._log.image("predictions", self._montage(), i)
                 if periodic or stopping:
                     self.state.save(i + 1)
                 if stopping:
@@ -228,6 +234,20 @@ class TrainingRun:
             self.state.save(i)
             raise Interrupted(f"stopped by signal {stop.signum} before iteration {i}; the training state "
                               f"is saved: run the same command with --resume auto to continue", stop.signum)
+
+    def _montage(self):
+        """Image | ground truth | prediction of the first validation images, for TensorBoard."""
+        return prediction_montage(self.models["model"], self._montage_data, get_dataset(self.args.dataset).palette,
+                                  self.env.device)
+
+    def _prepare_montage(self):
+        """--tensorboard: the validation images of the montage, found now rather than at the first snapshot."""
+        self._montage_data = None
+        if getattr(self.args, "tensorboard", False) and self.env.is_main:
+            try:
+                self._montage_data = validation_dataset(self.args)
+            except UserError as exc:
+                self.say(f"warning: no prediction montage in TensorBoard: {exc}")
 
     def _save_snapshots(self, i):
         for name, module in self.models.items():

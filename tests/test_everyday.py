@@ -51,10 +51,13 @@ def test_synthetic_dataset_is_seeded(tmp_path, synthetic):
     assert np.array_equal(a, b)
 
 
-def test_demo_runs_end_to_end_and_writes_its_outputs(synthetic, tmp_path):
+def test_demo_runs_end_to_end_and_writes_its_outputs(synthetic, tmp_path, capfd):
     out = tmp_path / "demo"
     demo.main(["--out", str(out), "--num-train", "16", "--num-val", "4", "--steps", "2", "--crop", "33",
                "--batch-size", "2", "--num-workers", "0"])
+    commands = [line for line in capfd.readouterr().out.splitlines() if line.startswith("$ ")]
+    assert commands[0].startswith("$ python -m data.synthetic --out")  # commands a user can paste
+    assert any(c.startswith("$ python train_s4GAN.py ") for c in commands)
     for name in ("results.md", "predictions.png", "curves.png"):
         assert (out / name).is_file(), name
     table = (out / "results.md").read_text()

@@ -2,8 +2,10 @@
 
     python -m utils.plot CHECKPOINT_DIR [CHECKPOINT_DIR ...] [--out curves.png]
 
-One panel per logged quantity (losses, images above the self-training threshold, learning rate);
-several folders are drawn in the same panels, labelled by folder name.
+One panel per logged quantity (losses, images above the self-training threshold, learning rate,
+validation mIoU when a run logged it); several folders are drawn in the same panels, each run in one
+colour throughout, labelled by folder name. Noisy curves are drawn faint with a moving average on top
+(--smooth, in logged points; 1 draws the raw values only).
 """
 import argparse
 import json
@@ -26,20 +28,39 @@ def read_metrics(folder):
         return [json.loads(line) for line in f if line.strip()]
 
 
-def plot_runs(runs, out, title=None):
-    """runs: {label: list of metric records}. Writes a PNG with one panel per quantity."""
+def smoothed(values, window):
+    """Trailing moving average over up to `window` points (the first points average what there is)."""
+    out, total = [], 0.0
+    for k, v in enumerate(values):
+        total += v
+        if k >= window:
+            total -= values[k - window]
+        out.append(total / min(k + 1, window))
+    return out
+
+
+def plot_runs(runs, out, title=None, smooth=10):
+    """runs: {label: list of metric records}. Writes a PNG with one panel per quantity; returns the figure."""
     keys = []
     for records in runs.values():
         for record in records:
             keys += [k for k, v in record.items() if k not in SKIP and k not in keys and isinstance(v, (int, float))]
+    colours = {label: f"C{k % 10}" for k, label in enumerate(runs)}  # one colour per run in every panel
     cols = min(3, max(1, len(keys)))
     rows = -(-len(keys) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
     for ax, key in zip(axes.flat, keys):
         for label, records in runs.items():
             points = [(r["iter"], r[key]) for r in records if key in r]
-            if points:
-                ax.plot(*zip(*points), label=label, linewidth=1.2)
+            if not points:
+                continue
+            x, y = zip(*points)
+            if smooth > 1 and len(y) > 2 and key != "lr":
+                ax.plot(x, y, color=colours[label], alpha=0.25, linewidth=0.8)
+                ax.plot(x, smoothed(list(y), smooth), color=colours[label], label=label, linewidth=1.4)
+            else:
+                ax.plot(x, y, color=colours[label], label=label, linewidth=1.2, marker="o" if len(y) < 30 else None,
+                        markersize=3)
         ax.set_title(key)
         ax.set_xlabel("iteration")
         if key == "lr":
@@ -48,13 +69,14 @@ def plot_runs(runs, out, title=None):
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
     if len(runs) > 1:
-        axes.flat[0].legend(fontsize=8)
+        handles = [plt.Line2D([], [], color=colours[label], label=label) for label in runs]
+        axes.flat[0].legend(handles=handles, fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
-    return out
+    return fig
 
 
 def main(argv=None):
@@ -62,6 +84,8 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folders", nargs="+", help="checkpoint folders holding metrics.jsonl")
     parser.add_argument("--out", default=None, help="PNG path (default: <first folder>/curves.png)")
+    parser.add_argument("--smooth", type=int, default=10,
+                        help="moving-average window in logged points, drawn over the faint raw curve; 1: raw only")
     args = parser.parse_args(argv)
     try:
         runs = {os.path.basename(os.path.normpath(f)): read_metrics(f) for f in args.folders}
@@ -69,7 +93,7 @@ def main(argv=None):
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     out = args.out or os.path.join(args.folders[0], "curves.png")
-    plot_runs(runs, out)
+    plot_runs(runs, out, smooth=max(1, args.smooth))
     print(f"wrote {out}")
 
 

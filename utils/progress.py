@@ -1,10 +1,13 @@
-"""Training progress: a tqdm bar on a terminal, plain periodic lines otherwise, and metrics.jsonl."""
+"""Training progress: a tqdm bar on a terminal, plain periodic lines otherwise, metrics.jsonl, and
+optionally the same scalars to TensorBoard."""
 import json
 import os
 import sys
 import time
 
 from tqdm import tqdm
+
+from utils.errors import UserError
 
 
 def _format(values):
@@ -27,8 +30,18 @@ def truncate_jsonl(path, before_iteration):
         f.writelines(keep)
 
 
+def tensorboard_writer(log_dir):
+    """A TensorBoard SummaryWriter, or a clear error when the optional `tensorboard` package is missing."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UserError("--tensorboard needs the optional tensorboard package: pip install tensorboard "
+                        "(metrics.jsonl and `python -m utils.plot` work without it)") from None
+    return SummaryWriter(log_dir)
+
+
 class TrainingLog:
-    def __init__(self, jsonl_path, start, total, log_every=10, enabled=True, stream=None):
+    def __init__(self, jsonl_path, start, total, log_every=10, enabled=True, stream=None, tensorboard=False):
         self.start, self.total, self.log_every = start, total, max(1, log_every)
         self.enabled = enabled
         self.stream = stream or sys.stdout
@@ -39,6 +52,7 @@ class TrainingLog:
             self.bar = tqdm(total=total, initial=start, dynamic_ncols=True, file=self.stream)
         if self.jsonl_path:
             truncate_jsonl(self.jsonl_path, start)
+        self.tensorboard = tensorboard_writer(os.path.dirname(jsonl_path)) if enabled and tensorboard else None
 
     def update(self, iteration, values, force=False):
         """Record iteration `iteration` (0-based) with its scalar values (`force`: even between the
@@ -55,6 +69,9 @@ class TrainingLog:
             eta = (time.time() - self.t0) / max(done, 1) * (self.total - iteration - 1)
             print(f"iter {iteration:6d}/{self.total}  {_format(values)}  eta {_hms(eta)}",
                   file=self.stream, flush=True)
+        if due and self.tensorboard is not None:
+            for key, value in values.items():
+                self.tensorboard.add_scalar(key, value, iteration)
         if due and self.jsonl_path:
             record = {"iter": iteration, "time": round(time.time() - self.t0, 3), **values}
             with open(self.jsonl_path, "a") as f:
@@ -68,7 +85,14 @@ class TrainingLog:
         else:
             print(text, file=self.stream, flush=True)
 
+    def image(self, tag, rgb, iteration):
+        """An RGB uint8 HxWx3 picture to TensorBoard (nothing without --tensorboard)."""
+        if self.tensorboard is not None:
+            self.tensorboard.add_image(tag, rgb, iteration, dataformats="HWC")
+
     def close(self):
+        if self.tensorboard is not None:
+            self.tensorboard.close()
         if self.bar is not None:
             self.bar.close()
 

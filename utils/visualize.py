@@ -17,11 +17,20 @@ def overlay(image_rgb, label, palette, alpha=0.55):
 
 
 def _tile(image, height, width, nearest):
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
+    """The image scaled to fit a height x width tile, aspect ratio kept, centred on white."""
+    h, w = image.shape[:2]
+    scale = min(height / h, width / w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    resized = cv2.resize(image, size, interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
+    tile = np.full((height, width, 3), 255, np.uint8)
+    top, left = (height - size[1]) // 2, (width - size[0]) // 2
+    tile[top:top + size[1], left:left + size[0]] = resized
+    return tile
 
 
 def montage(rows, headers=None, tile=(160, 160), nearest_columns=()):
-    """A grid of RGB tiles: rows[r][c], each resized to `tile` (h, w); optional column headers."""
+    """A grid of RGB tiles: rows[r][c], each fitted into `tile` (h, w) keeping its aspect ratio;
+    optional column headers."""
     h, w = tile
     grid = [np.concatenate([_tile(img, h, w, c in nearest_columns) for c, img in enumerate(row)], axis=1)
             for row in rows]
