@@ -91,6 +91,9 @@ def get_args_parser():
                    help="[new] seeds python, numpy, torch, the loaders and a --pkl-file none split")
     p.add_argument("--output-dir", default=None, help=f"[new] output folder (default {OUTPUT_ROOT}/<exp-name>/)")
     p.add_argument("--log-every", type=int, default=10, help="[new] print and log to metrics.jsonl every N iterations")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="[new] also write the logged scalars to TensorBoard in the output folder (needs the optional "
+                        "tensorboard package)")
     p.add_argument("--resume", default=None,
                    help="[new] 'auto': continue from <output-dir>/latest.pth if present (else start fresh); "
                         "or the path of a latest.pth")

@@ -23,7 +23,9 @@ HARMLESS_FLAGS = {"num_workers", "device", "gpu", "log_every", "checkpoint_dir",
                   "restore_from_D", "resume", "save_pred_every", "channels_last", "data_dir",
                   "data_list", "split_id",
                   # train_mlmt.py: paths, the ImageNet file (the state holds the weights), printing
-                  "val_list", "pkl_file", "pretrained", "exp_name", "output_dir", "verbose"}
+                  "val_list", "pkl_file", "pretrained", "exp_name", "output_dir", "verbose",
+                  # where logs go and whether TensorBoard also gets them
+                  "tensorboard", "out"}
 
 
 def ids_fingerprint(ids):
