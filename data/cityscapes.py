@@ -324,7 +324,7 @@ class CityscapesSegmentation(Dataset):
 
     def label_indices(self, name):
         """The label of `name` as trainIds at full resolution (for `python -m data.check`)."""
-        return LABEL_TO_TRAIN[np.asarray(open_label_ids(self.label_path(name)))].astype(np.int64)
+        return encode_labels(np.asarray(open_label_ids(self.label_path(name))))
 
     def display(self, index):
         """(RGB uint8 HxWx3, label int64 HxW) at the scoring resolution, for montages."""

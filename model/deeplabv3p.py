@@ -10,8 +10,6 @@ parameter names, so that its checkpoints load:
 In train mode a batch of one image fails in the image-pooling BN (one value per channel), so a
 trainer must drop incomplete last batches (the original's WRN trainer used drop_last=True).
 """
-from collections import Counter
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -94,11 +92,6 @@ class DeepLabV3PlusWRN38(nn.Module):
         def walk(tops):
             return [p for top in tops for sub in top.modules() for p in sub.parameters() if p.requires_grad]
         return [walk([self.backbone]), walk(self.head_modules())]
-
-    def original_multiplicities(self):
-        """Per group of `optim_parameters()`, how often each tensor appears in the original's list."""
-        counts = [Counter(map(id, params)) for params in self.original_param_lists()]
-        return [[c[id(p)] for p in g["params"]] for c, g in zip(counts, self.optim_parameters(1.0))]
 
     def unused_parameter_names(self):
         return []

@@ -119,7 +119,7 @@ def test_original_lists_repeat_tensors(tiny):
     assert counts["backbone.mod7.block1.convs.bn2.0.weight"] == 6  # trunk, mod7, block1, convs, bn2, BN
     assert counts["aspp.features.2.0.weight"] == 4 and counts["bot_fine.weight"] == 1
     assert (len(backbone), len(head)) == (605, 73)
-    assert [sum(m) for m in tiny.original_multiplicities()] == [605, 73]
+    assert [len(params) for params in tiny.original_param_lists()] == [605, 73]
 
 
 def test_factory():
