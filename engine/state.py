@@ -58,7 +58,7 @@ def read_training_state(args, world_size):
                         f"(VOC_<i>.pth snapshots hold weights only; use --restore-from for them)")
     saved, current = state["args"], {k: _plain(v) for k, v in vars(args).items()}
     differences = [f"--{k.replace('_', '-')} {saved.get(k)!r} -> {current.get(k)!r}"
-                   for k in sorted(set(saved) | set(current))
+                   for k in sorted(set(saved) & set(current))  # flags added or removed since the run began are not compared
                    if k not in HARMLESS_FLAGS and saved.get(k) != current.get(k)]
     if state["world_size"] != world_size:
         differences.append(f"processes {state['world_size']} -> {world_size}")
