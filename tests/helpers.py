@@ -25,6 +25,11 @@ def run_main(main, argv, capsys=None):
     return code, captured.out, captured.err
 
 
+def iou_output(out):
+    """evaluate.py's printed IoU table, without the timing line that follows it."""
+    return out.rsplit("\nevaluated ", 1)[0]
+
+
 def expect_error(main, argv, capsys, *fragments):
     code, _, err = run_main(main, argv, capsys)
     lines = err.strip().splitlines()

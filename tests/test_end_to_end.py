@@ -11,7 +11,7 @@ from PIL import Image
 import evaluate
 import train_full
 import train_s4GAN
-from tests.helpers import run_main, run_subprocess, tiny_eval_flags, tiny_train_flags
+from tests.helpers import iou_output, run_main, run_subprocess, tiny_eval_flags, tiny_train_flags
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_evaluate_reads_original_checkpoints_with_module_prefix(voc_root, tmp_pa
     for path in (ckpt / "VOC_3.pth", tmp_path / "orig.pth"):
         code, out, err = run_main(evaluate.main, tiny_eval_flags(voc_root, path, tmp_path / "r"), capsys)
         assert code == 0, err
-        outputs.append(out)
+        outputs.append(iou_output(out))
     assert outputs[0] == outputs[1]
 
 
@@ -83,7 +83,7 @@ def test_evaluate_batched_equals_one_at_a_time(voc_root, tmp_path, capsys, s4gan
     for batch in ("1", "3"):
         code, out, err = run_main(evaluate.main, tiny_eval_flags(voc_root, path, tmp_path / batch, "--batch-size", batch), capsys)
         assert code == 0, err
-        results.append(out)
+        results.append(iou_output(out))
     assert results[0] == results[1]
 
 

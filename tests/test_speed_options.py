@@ -10,7 +10,7 @@ import evaluate
 import train_s4GAN
 from engine.setup import prepare_module
 from model import build_segmenter
-from tests.helpers import run_main, tiny_eval_flags, tiny_train_flags
+from tests.helpers import iou_output, run_main, tiny_eval_flags, tiny_train_flags
 from tests.voc_fixture import write_label
 from utils.distributed import Env
 from utils.errors import UserError
@@ -62,6 +62,6 @@ def test_batched_evaluation_groups_images_of_other_sizes(fresh_voc, tmp_path, ca
         code, out, err = run_main(evaluate.main, tiny_eval_flags(fresh_voc, tmp_path / "m.pth", tmp_path / batch,
                                                                  "--batch-size", batch, "--save-output-images"), capsys)
         assert code == 0, err
-        outputs.append(out)
+        outputs.append(iou_output(out))
     assert outputs[0] == outputs[1]
     assert cv2.imread(str(tmp_path / "4" / (name + ".png"))).shape[:2] == (520, 300)
