@@ -16,9 +16,8 @@ import sys
 
 import torch
 
-from data import get_dataset
+from data import fill_dataset_defaults
 from data.multilabel import NOT_CLASS_INDEX_PNGS, has_original_layout
-from data.voc import folder_classes
 from engine import mlmt, options
 from engine.mlmt import MLMTStep
 from engine.run import TrainingRun
@@ -106,14 +105,7 @@ def parse_args(argv=None):
     mlmt.apply_profile(args)
     if args.dataset in NOT_CLASS_INDEX_PNGS:
         raise UserError(f"--dataset {args.dataset} is not supported by train_mlmt.py: {NOT_CLASS_INDEX_PNGS[args.dataset]}")
-    spec = get_dataset(args.dataset)
-    args.data_dir = args.data_dir or spec.default_data_dir
-    if args.num_classes is None:
-        args.num_classes = spec.num_classes or len(folder_classes(args.data_dir) or ())
-        if not args.num_classes:
-            raise UserError(f"--num-classes is required for --dataset {args.dataset} without {args.data_dir}/classes.txt")
-    if args.ignore_label is None:
-        args.ignore_label = spec.ignore_label
+    fill_dataset_defaults(args)
     if args.num_classes < 2:
         raise UserError("--num-classes must be at least 2")
     if not 0 < args.labeled_ratio <= 1:

@@ -5,9 +5,26 @@ scripts never branch on the dataset name. Adding a dataset is one module with a 
 """
 from data import cityscapes, context, voc
 from data.spec import DatasetSpec  # noqa: F401  (re-exported for dataset modules and tests)
+from utils.errors import UserError
 
 DATASETS = {spec.name: spec for spec in (voc.SPEC, voc.FOLDER_SPEC, context.SPEC, cityscapes.SPEC)}
 
 
 def get_dataset(name):
     return DATASETS[name]
+
+
+def fill_dataset_defaults(args):
+    """--data-dir, --num-classes and --ignore-label left unset (None) take the --dataset entry's values
+    (a folder's number of classes: the lines of <data-dir>/classes.txt). Returns the entry."""
+    spec = get_dataset(args.dataset)
+    if args.data_dir is None:
+        args.data_dir = spec.default_data_dir
+    if args.num_classes is None:
+        args.num_classes = spec.num_classes or len(voc.folder_classes(args.data_dir) or ())
+        if not args.num_classes:
+            raise UserError(f"--num-classes is required for --dataset {args.dataset} without "
+                            f"{args.data_dir}/classes.txt")
+    if args.ignore_label is None:
+        args.ignore_label = spec.ignore_label
+    return spec

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from data import DATASETS, get_dataset
+from data import DATASETS, fill_dataset_defaults
 from utils.errors import ArgumentParser, UserError, run_cli
 
 RGB_LABEL_ADVICE = ("labels must hold one class index per pixel (single-channel or palette PNG), not colours: "
@@ -130,14 +130,7 @@ def main(argv=None):
     parser.add_argument("--out", default=".", help="folder for class_frequencies.png")
     parser.add_argument("--max-problems", type=int, default=20, help="problems listed before stopping the list")
     args = parser.parse_args(argv)
-    spec = get_dataset(args.dataset)
-    args.data_dir = args.data_dir or spec.default_data_dir
-    if args.num_classes is None:
-        from data.voc import folder_classes
-        args.num_classes = spec.num_classes or len(folder_classes(args.data_dir) or ())
-        if not args.num_classes:
-            raise UserError(f"--num-classes is required for --dataset {args.dataset} without classes.txt")
-    args.ignore_label = spec.ignore_label if args.ignore_label is None else args.ignore_label
+    spec = fill_dataset_defaults(args)
     settings = dict(vars(args), input_size=(321, 321), random_scale=False, random_mirror=False,
                     context_train_mean="rgb", check_files=False)
     dataset = (spec.build_train if args.split == "train" else spec.build_val)(argparse.Namespace(**settings))

@@ -7,8 +7,7 @@ flags marked [new] are additions. Dataset-dependent defaults (--data-dir, --data
 import argparse
 import os
 
-from data import DATASETS, get_dataset
-from data.voc import folder_classes
+from data import DATASETS, fill_dataset_defaults
 from engine.fidelity import apply_profile
 from model import SEGMENTERS, all_backbones, canonical_model_name
 from model.weights import PRETRAINED_DIR
@@ -151,25 +150,17 @@ def train_parser(description, *, batch_size, split_id, checkpoint_dir, input_siz
 
 def resolve_dataset_and_model(args):
     """Fill the dataset- and model-dependent defaults; check --backbone against --model."""
-    spec = get_dataset(args.dataset)
     entry = SEGMENTERS[args.model]
     if args.backbone is None:
         args.backbone = entry.backbones[0]
     elif args.backbone not in entry.backbones:
         raise UserError(f"--backbone {args.backbone} is not a backbone of --model {args.model} "
                         f"(choose from {', '.join(entry.backbones)})")
-    if args.data_dir is None:
-        args.data_dir = spec.default_data_dir
-    if args.num_classes is None:
-        args.num_classes = spec.num_classes or len(folder_classes(args.data_dir) or ())
-        if not args.num_classes:
-            raise UserError(f"--num-classes is required for --dataset {args.dataset} without "
-                            f"{args.data_dir}/classes.txt")
+    given_ignore_label = args.ignore_label
+    spec = fill_dataset_defaults(args)
     if args.num_classes < 2:
         raise UserError("--num-classes must be at least 2")
-    if args.ignore_label is None:
-        args.ignore_label = spec.ignore_label
-    elif spec.ignore_label_fixed and args.ignore_label != spec.ignore_label:
+    if given_ignore_label is not None and spec.ignore_label_fixed and given_ignore_label != spec.ignore_label:
         raise UserError(f"--ignore-label {args.ignore_label} does not match {args.dataset}, whose loader "
                         f"marks void and padding with {spec.ignore_label}")
     if args.num_workers < 0:

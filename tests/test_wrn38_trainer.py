@@ -109,3 +109,11 @@ def test_bad_input(city, tmp_path, capsys):
     expect_error(train_s4GAN_wrn38.main, flags(city, tmp_path, "--amp", "fp16"), capsys, "--amp fp16", "--sgd-mode")
     expect_error(train_s4GAN_wrn38.main, flags(city, tmp_path, "--labeled-ratio", "0.2", "--batch-size", "2"),
                  capsys, "do not fill one batch")
+
+
+def test_bf16_and_channels_last_train(city, tmp_path, capsys):
+    code, _, err = run_main(train_s4GAN_wrn38.main, flags(city, tmp_path, "--num-steps", "2", "--amp", "bf16",
+                                                          "--channels-last", "--log-every", "1"), capsys)
+    assert code == 0, err
+    records = [json.loads(line) for line in open(tmp_path / "out" / "metrics.jsonl")]
+    assert len(records) == 2 and all(r["loss_S"] == r["loss_S"] for r in records) and "val_miou" in records[-1]
