@@ -175,6 +175,30 @@ def test_the_estimate_reads_the_benchmark_results(capsys, monkeypatch, tmp_path)
     assert "no measurement for A100" in out and "not estimated" in out
 
 
+def test_the_gpu_check_tables_give_estimates_from_their_own_cells(tmp_path):
+    """The GPU check's tables name model, batch and crop per row under one shared list of commands."""
+    results = tmp_path / "RESULTS.md"
+    results.write_text(
+        "## GPU: NVIDIA H200, 2026\n\n"
+        "- fp32: `python benchmarks/bench_train.py --backbone resnet101 --batch-size 8 --crop 321`\n"
+        "- WRN-38: `python benchmarks/bench_train.py --model deeplabv3p_wrn38 --crop 256,512 --batch-size 8`\n\n"
+        "| mode | model | batch | crop | amp | channels-last | compile | s / iter | images / s |\n"
+        "|---|---|---|---|---|---|---|---|---|\n"
+        "| s4gan | deeplabv2-resnet101 | 8 x 3 | 321 | bf16 | yes | no | 0.081 | 297.7 |\n"
+        "| s4gan | deeplabv3p_wrn38-wrn38 | 8 x 3 | 256,512 | bf16 | yes | no | 0.117 | 205.9 |\n"
+        "| s4gan | deeplabv2-resnet101 | 8 x 3 | 321 | bf16 | yes | segmenter | 0.089 | 270.3 |\n\n"
+        "`python benchmarks/bench_mlmt.py --backbone resnet101 --image-size 320`\n\n"
+        "| model | image | batch lab + unlab | amp | channels-last | s / iter | images / s |\n|---|---|---|---|---|---|---|\n"
+        "| resnet101 student + teacher | 320 | 16 + 80 x 2 views | bf16 | yes | 0.193 | 912.2 |\n")
+    rows = sweep.benchmark_rows(str(results))
+    assert [r["images / s"] for r in rows] == ["297.7", "205.9", "912.2"]  # not the torch.compile row
+    assert [sweep.measured_workload(r) for r in rows] == [
+        (("s4gan", "resnet101", "bf16", True), 24, 321 * 321),
+        (("s4gan", "wrn38", "bf16", True), 24, 256 * 512),
+        (("mlmt", "resnet101", "bf16", True), 176, 320 * 320)]
+    assert any("H200" in r["device"] for r in sweep.benchmark_rows(os.path.join(sweep.ROOT, "benchmarks", "RESULTS.md")))
+
+
 def fake_python(tmp_path):
     """A `python` on PATH that logs its arguments instead of running anything."""
     bindir = tmp_path / "bin"

@@ -460,23 +460,31 @@ def benchmark_rows(path):
         commands = re.findall(r"`([^`]*bench_(?:train|mlmt)\.py[^`]*)`", paragraph)
         if commands:
             command = commands[-1]
-    return [r for r in rows if r["command"] and "images / s" in r]
+    # a torch.compile row measures what the trainers do not run
+    return [r for r in rows if r["command"] and "images / s" in r and r.get("compile", "no") == "no"]
 
 
 def measured_workload(row):
-    """The (configuration, images per iteration, pixels) of a benchmark row, from its command."""
+    """The (configuration, images per iteration, pixels) of a benchmark row: from its own cells where
+    the table has them (model, batch, crop / image; the GPU check's tables), else from its command."""
     argv = shlex.split(row["command"])
     amp = row.get("amp", "off")
     channels_last = row.get("channels-last", "no") in ("yes", "on", "True")
-    if "bench_mlmt.py" in row["command"]:
-        size = int(flag_value(argv, "--image-size", 64))
-        lab, unlab = int(flag_value(argv, "--batch-size-lab", 4)), int(flag_value(argv, "--batch-size-unlab", 20))
-        return ("mlmt", flag_value(argv, "--backbone", "resnet18"), amp, channels_last), lab + 2 * unlab, size * size
-    crop = flag_value(argv, "--crop", "97").split(",")
+    model = row.get("model", "")
+    if "bench_mlmt.py" in row["command"] or "batch lab + unlab" in row:
+        size = int(row.get("image") or flag_value(argv, "--image-size", 64))
+        if "batch lab + unlab" in row:  # "16 + 80 x 2 views"
+            lab, unlab = (int(v) for v in re.findall(r"\d+", row["batch lab + unlab"])[:2])
+        else:
+            lab, unlab = int(flag_value(argv, "--batch-size-lab", 4)), int(flag_value(argv, "--batch-size-unlab", 20))
+        backbone = model.split()[0] if model else flag_value(argv, "--backbone", "resnet18")
+        return ("mlmt", backbone, amp, channels_last), lab + 2 * unlab, size * size
+    crop = (row.get("crop") or flag_value(argv, "--crop", "97")).replace("x", ",").split(",")
     h, w = int(crop[0]), int(crop[-1])
     mode = row.get("mode", "s4gan")
-    batch = int(flag_value(argv, "--batch-size", 2))
-    config = (mode, flag_value(argv, "--backbone", "resnet18"), amp, channels_last)
+    batch = int(re.match(r"\d+", row["batch"]).group()) if "batch" in row else int(flag_value(argv, "--batch-size", 2))
+    backbone = model.rsplit("-", 1)[-1] if model else flag_value(argv, "--backbone", "resnet18")  # deeplabv2-resnet101
+    config = (mode, backbone, amp, channels_last)
     return config, batch * (3 if mode == "s4gan" else 1), h * w
 
 
