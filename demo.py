@@ -17,7 +17,7 @@ import time
 from data.classes import voc_palette
 from data.transforms import read_label
 from utils.experiments import read_result, results_table, run_script as run
-from utils.plot import plot_runs, read_metrics
+from utils.plot import plot_runs, read_metrics, read_threshold
 from utils.visualize import colorize, montage, read_rgb, save_rgb
 
 
@@ -42,26 +42,46 @@ def parse(argv):
     return p.parse_args(argv)
 
 
+def make_data(args, out):
+    """The synthetic dataset in <out>/data (kept when it is already there): (folder, number of classes)."""
+    data = os.path.join(out, "data")
+    if not os.path.isfile(os.path.join(data, "lists", "val.txt")):
+        run(["-m", "data.synthetic", "--out", data, "--num-train", str(args.num_train), "--num-val", str(args.num_val),
+             "--seed", str(args.seed)])
+    return data, sum(1 for line in open(os.path.join(data, "classes.txt")) if line.strip())
+
+
+def make_split(args, path, seed):
+    run(["-m", "data.splits", "--num-images", str(args.num_train), "--seed", str(seed), "--out", path])
+    return path
+
+
+def train_flags(args, data, num_classes, split, seed):
+    """The demo's recipe: (flags of every training run, flags of a run on --labeled-ratio of the labels)."""
+    common = ["--dataset", "folder", "--num-classes", str(num_classes), "--data-dir", data,
+              "--data-list", os.path.join(data, "lists", "train_aug.txt"), "--backbone", args.backbone,
+              "--restore-from", "none", "--init", "kaiming", "--input-size", f"{args.crop},{args.crop}",
+              "--batch-size", str(args.batch_size), "--num-steps", str(args.steps), "--save-pred-every",
+              str(args.steps), "--learning-rate", str(args.learning_rate), "--num-workers", str(args.num_workers),
+              "--random-seed", str(seed), "--log-every", "20", "--random-mirror"]
+    return common, ["--labeled-ratio", str(args.labeled_ratio), "--split-id", split]
+
+
+def evaluate_flags(args, data, num_classes, folder):
+    return ["evaluate.py", "--dataset", "folder", "--num-classes", str(num_classes), "--data-dir", data,
+            "--data-list", os.path.join(data, "lists", "val.txt"), "--backbone", args.backbone,
+            "--restore-from", os.path.join(folder, f"VOC_{args.steps}.pth"), "--save-dir", os.path.join(folder, "eval"),
+            "--num-workers", str(args.num_workers), "--save-output-images"]
+
+
 def main(argv=None):
     args = parse(argv)
     t_start = time.time()
     out = os.path.abspath(args.out)
-    data = os.path.join(out, "data")
     os.makedirs(out, exist_ok=True)
-    if not os.path.isfile(os.path.join(data, "lists", "val.txt")):
-        run(["-m", "data.synthetic", "--out", data, "--num-train", str(args.num_train), "--num-val", str(args.num_val),
-             "--seed", str(args.seed)])
-    split = os.path.join(out, "split.pkl")
-    run(["-m", "data.splits", "--num-images", str(args.num_train), "--seed", str(args.seed), "--out", split])
-    num_classes = sum(1 for line in open(os.path.join(data, "classes.txt")) if line.strip())
-
-    common = ["--dataset", "folder", "--num-classes", str(num_classes), "--data-dir", data,
-              "--data-list", os.path.join(data, "lists", "train_aug.txt"), "--backbone", args.backbone,
-              "--restore-from", "none", "--init", "kaiming", "--input-size", f"{args.crop},{args.crop}", "--batch-size", str(args.batch_size),
-              "--num-steps", str(args.steps), "--save-pred-every", str(args.steps), "--learning-rate",
-              str(args.learning_rate), "--num-workers", str(args.num_workers), "--random-seed", str(args.seed),
-              "--log-every", "20", "--random-mirror"]
-    semi = ["--labeled-ratio", str(args.labeled_ratio), "--split-id", split]
+    data, num_classes = make_data(args, out)
+    split = make_split(args, os.path.join(out, "split.pkl"), args.seed)
+    common, semi = train_flags(args, data, num_classes, split, args.seed)
     fraction = f"1/{round(1 / args.labeled_ratio)}" if args.labeled_ratio < 1 else "all"
     runs = {f"baseline {fraction}": ["train_full.py", *common, *semi],
             f"s4GAN {fraction}": ["train_s4GAN.py", *common, *semi, "--learning-rate-D", str(args.learning_rate_D),
@@ -73,10 +93,7 @@ def main(argv=None):
         folder = os.path.join(out, "runs", name.replace(" ", "_").replace("/", "_"))
         folders[name] = folder
         run([*cmd, "--checkpoint-dir", folder])
-        run(["evaluate.py", "--dataset", "folder", "--num-classes", str(num_classes), "--data-dir", data,
-             "--data-list", os.path.join(data, "lists", "val.txt"), "--backbone", args.backbone,
-             "--restore-from", os.path.join(folder, f"VOC_{args.steps}.pth"), "--save-dir", os.path.join(folder, "eval"),
-             "--num-workers", str(args.num_workers), "--save-output-images"])
+        run(evaluate_flags(args, data, num_classes, folder))
 
     results = {name: read_result(os.path.join(folder, "eval", "result.txt")) for name, folder in folders.items()}
     table = f"IoU (%) on the synthetic validation set; labeled ratio {args.labeled_ratio}.\n\n" + results_table(results)
@@ -94,7 +111,7 @@ def main(argv=None):
     save_rgb(os.path.join(out, "predictions.png"),
              montage(rows, ["image", "ground truth", *folders], tile=(128, 128), nearest_columns=range(1, 2 + len(folders))))
     plot_runs({name: read_metrics(folder) for name, folder in folders.items()}, os.path.join(out, "curves.png"),
-              title="training curves")
+              title="training curves", thresholds={name: read_threshold(folder) for name, folder in folders.items()})
     minutes = (time.time() - t_start) / 60
     print(f"wrote {out}/results.md, predictions.png, curves.png ({minutes:.1f} min)")
 

@@ -57,6 +57,9 @@ class TrainingRun:
         self.resume = read_training_state(args, self.env.world_size)
         if self.env.is_main:
             setup.write_args(args)
+            if os.path.abspath(self.log_dir) != os.path.abspath(args.checkpoint_dir):
+                os.makedirs(self.log_dir, exist_ok=True)
+                setup.write_args(args, self.log_dir)  # beside metrics.jsonl too, for the plot
         saved_split = self.resume["split"] if self.resume else None
         if data is not None:
             self.dataset, self.split, self.streams = data(args, self.env, saved_split)
@@ -106,7 +109,8 @@ class TrainingRun:
         """What is saved and scheduled: models ('model' -> VOC_<i>.pth, 'D' -> VOC_<i>_D.pth), the
         optimizers (each group's lr = poly(base lr) x the group's `lr_mult`; epoch-based runs leave
         their learning rates to their own scheduler), `extras` (objects with state_dict(), saved in
-        latest.pth: a scheduler, running meters). Restores --resume."""
+        latest.pth: a scheduler, running meters; one with a snapshot_warning() method is also asked
+        at every snapshot, and a message it returns is printed). Restores --resume."""
         self.models, self.optimizers, self.base_lrs = models, optimizers, base_lrs or {}
         self.state = TrainingState(self.args, self.env, models, optimizers, self.precision, self.streams,
                                    self.split, self.dataset.ids, extras)
@@ -208,6 +212,8 @@ class TrainingRun:
                 stopping = stop.requested() and not last
                 if periodic or stopping:
                     check_finite_weights(self.models, i)
+                if periodic:
+                    self._snapshot_warnings()
                 if periodic and self.env.is_main:
                     self._save_snapshots(num_steps if last else i)
                     if self._montage_data is not None:
@@ -248,6 +254,12 @@ class TrainingRun:
                 self._montage_data = validation_dataset(self.args)
             except UserError as exc:
                 self.say(f"warning: no prediction montage in TensorBoard: {exc}")
+
+    def _snapshot_warnings(self):
+        for extra in (self.state.extras or {}).values():
+            message = extra.snapshot_warning() if hasattr(extra, "snapshot_warning") else None
+            if message:
+                self._log.message(message)
 
     def _save_snapshots(self, i):
         for name, module in self.models.items():

@@ -14,6 +14,8 @@ and the discriminator D with the GAN loss L_D: predictions are fake (0), ground 
 The order of the computations in `S4GANStep` is the original code's (docs/original.md, "One s4GAN
 iteration"); `tests/test_s4gan_reference.py` restates that loop line by line and compares.
 """
+from collections import deque
+
 import torch
 import torch.nn.functional as F
 
@@ -113,6 +115,7 @@ class S4GANStep:
         self.num_classes, self.ignore_label, self.input_size = num_classes, ignore_label, input_size
         self.lambda_fm, self.lambda_st, self.threshold_st = lambda_fm, lambda_st, threshold_st
         self.device, self.d_real_norm, self.channels_last = device, d_real_norm, channels_last
+        self.monitor = SelfTrainingMonitor(threshold_st)
 
     def __call__(self, iteration, labeled, unlabeled, real):
         self.optimizer.zero_grad(set_to_none=True)
@@ -139,7 +142,7 @@ class S4GANStep:
         x_g, y_g = self._images(real).float(), labels_to_device(real[1], self.device)
         range_of = x_l.float() if self.d_real_norm == "labeled" else None
         real_input = self._d_layout(discriminator_input(one_hot(y_g, self.num_classes), x_g, range_of))
-        _, features_real = self._discriminate(self.model_d_without_ddp, real_input)
+        d_real, features_real = self._discriminate(self.model_d_without_ddp, real_input)
 
         # L_fm and the segmenter's loss
         loss_fm = feature_matching_loss(features_real, features_fake)
@@ -148,13 +151,18 @@ class S4GANStep:
         # L_D on the detached prediction and the ground truth (new dropout masks)
         set_requires_grad(self.model_d_without_ddp, True)
         d_fake_detached, _ = self._discriminate(self.model_d, fake.detach())
-        d_real, _ = self._discriminate(self.model_d, real_input)
-        loss_d = discriminator_loss(d_fake_detached, d_real)
+        d_real_again, _ = self._discriminate(self.model_d, real_input)
+        loss_d = discriminator_loss(d_fake_detached, d_real_again)
 
+        # score_real / score_fake: D's mean scores in the S phase (the fake ones are what the
+        # threshold compares); st_term: the weighted L_st (loss_fm is already weighted)
         values = losses_to_floats(iteration, {
             "loss_ce": loss_ce, "loss_fm": self.lambda_fm * loss_fm, "loss_st": loss_st,
-            "loss_S": loss_s, "loss_D": loss_d, "above_st": above_st})
+            "loss_S": loss_s, "loss_D": loss_d, "above_st": above_st, "st_term": self.lambda_st * loss_st,
+            "score_real": d_real.float().mean(), "score_fake": d_fake.float().mean()})
         values["above_st"] = int(values["above_st"])
+        values["st_share"] = self.monitor.update(iteration, 0 if iteration == 0 else values["above_st"],
+                                                 len(d_fake), values["score_real"], values["score_fake"])
         self.precision.backward(loss_s)
         self.precision.backward(loss_d)
         self.precision.step(self.optimizer, self.optimizer_d)
@@ -175,3 +183,59 @@ class S4GANStep:
 
     def _d_layout(self, x):
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+# ---------------------------------------------------------------- is self-training acting?
+
+class SelfTrainingMonitor:
+    """How often self-training acts, and what D scores, for the log and a warning at each snapshot.
+
+    `update` takes one iteration's number of self-trained images (0 at iteration 0, where L_st is
+    off), the unlabeled batch size and D's mean scores, and returns the share of unlabeled images
+    self-trained over the last `window` iterations (logged as st_share). `snapshot_warning` looks
+    at the iterations since its previous call: a one-line warning when fewer than `warn_below` of
+    the unlabeled images were self-trained, else None. Saved in latest.pth, so a resumed run
+    continues both counts."""
+
+    def __init__(self, threshold, window=100, warn_below=0.01):
+        self.threshold, self.window, self.warn_below = threshold, window, warn_below
+        self.recent = deque(maxlen=window)  # (self-trained, batch) per iteration
+        self._reset_since()
+
+    def _reset_since(self):
+        self.since = {"first": None, "last": None, "trained": 0, "seen": 0, "iterations": 0,
+                      "score_real": 0.0, "score_fake": 0.0}
+
+    def update(self, iteration, trained, batch, score_real, score_fake):
+        self.recent.append((trained, batch))
+        s = self.since
+        s["first"] = iteration if s["first"] is None else s["first"]
+        s["last"] = iteration
+        s["trained"] += trained
+        s["seen"] += batch
+        s["iterations"] += 1
+        s["score_real"] += score_real
+        s["score_fake"] += score_fake
+        return sum(t for t, _ in self.recent) / max(1, sum(b for _, b in self.recent))
+
+    def snapshot_warning(self):
+        s = self.since
+        self._reset_since()
+        if s["seen"] == 0 or s["trained"] >= self.warn_below * s["seen"]:
+            return None
+        real, fake = s["score_real"] / s["iterations"], s["score_fake"] / s["iterations"]
+        winning = real - fake > 0.2  # D separates ground truth from predictions, and rejects the latter
+        return (f"warning: self-training acted on {s['trained']} of {s['seen']} unlabeled images "
+                f"({100 * s['trained'] / s['seen']:.1f}%) in iterations {s['first']}-{s['last']}; D's mean score: "
+                f"ground truth {real:.2f}, predictions {fake:.2f}, --threshold-st {self.threshold:g}. Usual causes: "
+                f"D near chance (both scores near 0.5, under the threshold: lower --threshold-st, or raise "
+                f"--learning-rate-D) or D winning (predictions scored near 0: lower --learning-rate-D, or "
+                f"--threshold-st); these scores look like D {'winning' if winning else 'near chance'}. "
+                f"See README, 's4GAN on your own data'")
+
+    def state_dict(self):
+        return {"recent": [list(r) for r in self.recent], "since": dict(self.since)}
+
+    def load_state_dict(self, state):
+        self.recent = deque((tuple(r) for r in state["recent"]), maxlen=self.window)
+        self.since = dict(state["since"])

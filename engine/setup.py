@@ -36,10 +36,10 @@ def start_run(args):
     return env
 
 
-def write_args(args):
-    """<checkpoint-dir>/args.json; written up front, so an unwritable folder stops the run at once."""
+def write_args(args, folder=None):
+    """<folder or checkpoint-dir>/args.json; written up front, so an unwritable folder stops the run at once."""
     text = json.dumps(vars(args), indent=2, sort_keys=True, default=list) + "\n"
-    atomic_write_bytes(os.path.join(args.checkpoint_dir, "args.json"), text.encode())
+    atomic_write_bytes(os.path.join(folder or args.checkpoint_dir, "args.json"), text.encode())
 
 
 def segmenter(args, restore=True, say=print):

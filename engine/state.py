@@ -128,7 +128,8 @@ class TrainingState:
         for k, s in self.streams.items():
             s.load_state_dict(state["streams"][k])
         for k, e in self.extras.items():
-            e.load_state_dict(state["extras"][k])
+            if k in state["extras"]:  # an extra that a later version added starts afresh
+                e.load_state_dict(state["extras"][k])
         set_rng_state(state["rng"][self.env.rank])
         return int(state["iteration"])
 
