@@ -108,33 +108,37 @@ def summarise(run, batch_size):
     return record
 
 
-def spread(values):
+def spread(values, sign=""):
     """'mean (a / b / ...)' in %."""
-    return f"{100 * statistics.mean(values):.1f} ({' / '.join(f'{100 * v:.1f}' for v in values)})"
+    return (f"{100 * statistics.mean(values):{sign}.1f} "
+            f"({' / '.join(f'{100 * v:{sign}.1f}' for v in values)})")
 
 
 def report(records, recipe, seeds):
+    """The Markdown table: per configuration, mIoU and its paired difference to the baseline of the
+    same seed, how often self-training acted, and D's scores near the end."""
     groups = {}
     for r in records:
         groups.setdefault((r["threshold_st"], r["learning_rate_D"]), []).append(r)
-    baseline = statistics.mean(r["miou"] for r in groups.get((None, None), [])) if (None, None) in groups else None
-    lines = [f"| run | --threshold-st | --learning-rate-D | mIoU % mean (seeds {seeds}) | vs baseline | "
-             f"self-trained, whole run | self-trained, last {LAST} it. | D(ground truth), last {LAST} | "
-             f"D(prediction), last {LAST} |", "|---|---|---|---|---|---|---|---|---|"]
+    baseline = {r["seed"]: r["miou"] for r in groups.get((None, None), [])}
+    lines = [f"| run | --threshold-st | --learning-rate-D | mIoU % (seeds {seeds}) | minus the baseline of the "
+             f"same seed | better in | self-trained, whole run | self-trained, last {LAST} it. | "
+             f"D(ground truth), last {LAST} | D(prediction), last {LAST} |", "|---|---|---|---|---|---|---|---|---|---|"]
     for (threshold, lr_d), rs in groups.items():
         mious = [r["miou"] for r in rs]
-        diff = "" if baseline is None else f"{100 * (statistics.mean(mious) - baseline):+.1f}"
         if threshold is None:
-            lines.append(f"| baseline | - | - | {spread(mious)} | | | | | |")
+            lines.append(f"| baseline | - | - | {spread(mious)} | | | | | | |")
             continue
+        diffs = [r["miou"] - baseline[r["seed"]] for r in rs if r["seed"] in baseline]
+        paired = f"{spread(diffs, '+')} | {sum(d > 0 for d in diffs)} of {len(diffs)}" if diffs else " | "
         mean = lambda key: statistics.mean(r[key] for r in rs)  # noqa: E731
-        lines.append(f"| s4GAN | {threshold:g} | {lr_d:g} | {spread(mious)} | {diff} | "
+        lines.append(f"| s4GAN | {threshold:g} | {lr_d:g} | {spread(mious)} | {paired} | "
                      f"{100 * mean('st_share_run'):.1f}% | {100 * mean('st_share_last'):.1f}% | "
                      f"{mean('score_real_last'):.2f} | {mean('score_fake_last'):.2f} |")
     head = (f"Synthetic dataset ({recipe.num_train} training, {recipe.num_val} validation images), labeled ratio "
             f"{recipe.labeled_ratio}, {recipe.backbone} from scratch, {recipe.crop}x{recipe.crop} crops, batch "
-            f"{recipe.batch_size}, {recipe.steps} iterations, segmenter lr {recipe.learning_rate}. Means over the "
-            f"seeds; the shares and D's scores are means over seeds too.\n\n")
+            f"{recipe.batch_size}, {recipe.steps} iterations, segmenter lr {recipe.learning_rate}. mIoU: mean "
+            f"(each seed); the shares and D's scores: means over the seeds.\n\n")
     return head + "\n".join(lines) + "\n"
 
 

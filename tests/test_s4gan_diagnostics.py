@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import benchmarks.study_s4gan as study
 import train_s4GAN
 from engine.s4gan import S4GANStep, SelfTrainingMonitor, discriminator_input
 from tests.helpers import run_main, tiny_train_flags
@@ -130,3 +131,26 @@ def test_plot_draws_the_discriminator_panel_with_the_threshold(tmp_path):
     (run / "args.json").write_text(json.dumps({"threshold_st": 0.35}))
     plot_main([str(run), "--out", str(tmp_path / "p.png")])
     assert os.path.getsize(tmp_path / "p.png") > 0
+
+
+def test_study_plans_the_grid_and_pairs_each_seed_with_its_baseline(tmp_path, monkeypatch):
+    monkeypatch.setattr(study.demo, "make_split", lambda recipe, path, seed: path)
+    args, recipe = study.parse(["--seeds", "0,1", "--thresholds", "0.6,0.2", "--lrs-d", "1e-4", "--steps", "7"])
+    runs = study.plan(args, recipe, str(tmp_path), "DATA", 6)
+    assert [r[0] for r in runs] == ["baseline_s0", "s4gan_t0.6_lrd0.0001_s0", "s4gan_t0.2_lrd0.0001_s0",
+                                    "baseline_s1", "s4gan_t0.6_lrd0.0001_s1", "s4gan_t0.2_lrd0.0001_s1"]
+    train, evaluate_argv = runs[2][5]
+    assert train[0] == "train_s4GAN.py" and train[train.index("--threshold-st") + 1] == "0.2"
+    assert train[len(train) - 1 - train[::-1].index("--log-every") + 1] == "1"  # the last --log-every wins
+    assert train[train.index("--num-steps") + 1] == "7" and train[train.index("--random-seed") + 1] == "0"
+    assert evaluate_argv[0] == "evaluate.py" and evaluate_argv[evaluate_argv.index("--restore-from") + 1].endswith(
+        os.path.join("s4gan_t0.2_lrd0.0001_s0", "VOC_7.pth"))
+    record = dict(st_share_run=0.5, st_share_last=0.25, score_real_last=0.9, score_fake_last=0.1)
+    records = [{"seed": 0, "threshold_st": None, "learning_rate_D": None, "miou": 0.50},
+               {"seed": 1, "threshold_st": None, "learning_rate_D": None, "miou": 0.60},
+               {"seed": 0, "threshold_st": 0.6, "learning_rate_D": 1e-4, "miou": 0.53, **record},
+               {"seed": 1, "threshold_st": 0.6, "learning_rate_D": 1e-4, "miou": 0.59, **record}]
+    rows = study.report(records, recipe, "0,1").splitlines()
+    assert "| baseline | - | - | 55.0 (50.0 / 60.0) |" in rows[-2]
+    assert rows[-1].startswith("| s4GAN | 0.6 | 0.0001 | 56.0 (53.0 / 59.0) | +1.0 (+3.0 / -1.0) | 1 of 2 | 50.0% | 25.0% "
+                               "| 0.90 | 0.10 |")
