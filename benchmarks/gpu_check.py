@@ -343,21 +343,30 @@ def summarise_profile(events, iterations, on_cuda):
     def device_self(e):
         return get(e, "self_device_time_total", "self_cuda_time_total")
 
+    def is_part(key):
+        return key in ("s4GAN step", "loaders: next batch", "logits upsampling (forward)") or \
+            key.startswith(("Optimizer.step#", "Optimizer.zero_grad#"))
+
+    def on_device(e):
+        return "CUDA" in str(getattr(e, "device_type", ""))
+
     ms = 1000.0 * iterations
-    parts = []
-    for e in events:
-        if e.key in ("s4GAN step", "loaders: next batch", "logits upsampling (forward)") or \
-                e.key.startswith(("Optimizer.step#", "Optimizer.zero_grad#")):
-            parts.append({"part": e.key, "calls": round(e.count / iterations, 1),
-                          "host_ms": round(e.cpu_time_total / ms, 2), "device_ms": round(device_total(e) / ms, 2)})
-    parts.sort(key=lambda p: -p["host_ms"])
+    parts = {}
+    for e in events:  # a labelled part comes twice on a GPU: its host range, and its span on the GPU
+        if is_part(e.key):
+            part = parts.setdefault(e.key, {"part": e.key, "calls": 0.0, "host_ms": 0.0, "device_ms": 0.0})
+            if not on_device(e):
+                part["calls"] = round(e.count / iterations, 1)
+                part["host_ms"] = round(e.cpu_time_total / ms, 2)
+            part["device_ms"] = max(part["device_ms"], round(device_total(e) / ms, 2))
+    parts = sorted(parts.values(), key=lambda p: -p["host_ms"])
     operators = [e for e in events if e.key.startswith("aten::")]
     cost = device_self if on_cuda else (lambda e: float(e.self_cpu_time_total))
     total = sum(cost(e) for e in operators) or 1.0
     top = sorted(operators, key=cost, reverse=True)[:12]
     busy = None
-    if on_cuda:  # kernels and copies: events of device type CUDA
-        busy = sum(device_self(e) for e in events if "CUDA" in str(getattr(e, "device_type", ""))) / ms
+    if on_cuda:  # kernels and copies: events of device type CUDA, not the labelled parts' spans around them
+        busy = sum(device_self(e) for e in events if on_device(e) and not is_part(e.key)) / ms
     upsampling = sum(cost(e) for e in operators if "upsample" in e.key) / ms
     return {"iterations": iterations, "measure": "device" if on_cuda else "cpu",
             "device_busy_ms": None if busy is None else round(busy, 2),

@@ -207,3 +207,22 @@ def test_unknown_step_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exc:
         gpu_check.parse(["--out", "x", "--steps", "train,nope"])
     assert exc.value.code == 2 and "unknown nope" in capsys.readouterr().err
+
+
+def test_profile_summary_merges_a_parts_host_range_with_its_gpu_span():
+    """On a GPU each labelled part comes twice (host range, GPU span); the GPU's busy time counts
+    kernels only, not the spans around them (the first H200 report counted both: 126% busy)."""
+    from types import SimpleNamespace as Event
+
+    def event(key, device, count=1, cpu=0.0, device_total=0.0, device_self=0.0):
+        return Event(key=key, device_type=f"DeviceType.{device}", count=count, cpu_time_total=cpu,
+                     self_cpu_time_total=cpu, device_time_total=device_total, self_device_time_total=device_self)
+
+    events = [event("s4GAN step", "CPU", 2, cpu=280_000.0, device_total=40_000.0),
+              event("s4GAN step", "CUDA", 2, device_total=240_000.0, device_self=240_000.0),
+              event("aten::convolution_backward", "CUDA", 400, device_self=60_000.0),
+              event("aten::convolution_backward", "CPU", 400, cpu=9_000.0, device_total=60_000.0),
+              event("aten::add_", "CUDA", 2000, device_self=40_000.0)]
+    summary = gpu_check.summarise_profile(events, iterations=2, on_cuda=True)
+    assert summary["parts"] == [{"part": "s4GAN step", "calls": 1.0, "host_ms": 140.0, "device_ms": 120.0}]
+    assert summary["device_busy_ms"] == 50.0  # (60 + 40) ms of kernels over 2 iterations
