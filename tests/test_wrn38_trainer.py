@@ -46,6 +46,9 @@ def test_defaults_of_the_wrn_trainer():
 def test_train_validate_and_evaluate(city, reference, tmp_path, capsys):
     records = [json.loads(line) for line in open(reference / "out" / "metrics.jsonl")]
     assert [r["iter"] for r in records if "val_miou" in r] == [1, 3]
+    # the s4GAN diagnostics, and the run's flags beside metrics.jsonl for the plot's threshold line
+    assert {"score_real", "score_fake", "st_share", "st_term"} <= set(records[-1])
+    assert json.loads((reference / "out" / "args.json").read_text())["threshold_st"] == 0.6
     assert (reference / "ck" / "best.pth").is_file() and (reference / "out" / "result.txt").is_file()
     assert "meanIOU" in (reference / "out" / "result.txt").read_text()
     assert (reference / "ck" / "VOC_4.pth").is_file() and (reference / "ck" / "VOC_4_D.pth").is_file()
