@@ -24,7 +24,9 @@ import os
 import shlex
 import sys
 
-from utils import sweep
+from utils.experiments import ROOT
+from utils.sweep import collect, jobs, plan as sweep_plan, running, speed
+from utils.sweep.catalog import COCO_WEIGHTS
 from utils.errors import ArgumentParser, run_cli
 
 
@@ -35,7 +37,7 @@ def get_args_parser():
                         "protocol on your own VOC-layout --data-dir (no paper column)")
     p.add_argument("--init", default="imagenet", choices=("imagenet", "coco"),
                    help="pre-training of the segmenter: the paper's ImageNet table or, for voc, its ImageNet + COCO "
-                        f"table (--restore-from {sweep.COCO_WEIGHTS}) (default: %(default)s)")
+                        f"table (--restore-from {COCO_WEIGHTS}) (default: %(default)s)")
     p.add_argument("--ratios", default=None, help="labeled fractions, e.g. 1/8,full or 0.125 (default: the table's)")
     p.add_argument("--splits", default="0,1,2", help="split numbers k of splits/<dataset>/seeded_<k>.pkl "
                                                      "(default: %(default)s)")
@@ -92,27 +94,27 @@ def main(argv=None):
     if args.gpus < 1 or (args.gpus > 1 and args.launcher != "torchrun"):
         get_args_parser().error("--gpus N needs --launcher torchrun and N >= 1")
 
-    if os.path.abspath(os.getcwd()) != sweep.ROOT:  # the commands run in the project root
+    if os.path.abspath(os.getcwd()) != ROOT:  # the commands run in the project root
         for name in ("out", "data_dir", "results_dir", "emit_to"):
             if getattr(args, name):
                 setattr(args, name, os.path.abspath(getattr(args, name)))
 
-    plan = sweep.build_plan(args, passthrough)
+    plan = sweep_plan.build_plan(args, passthrough)
     plan.collect_command = shlex.join(["python", "reproduce.py", *collect_flags(own), "--collect",
                                        *(["--", *passthrough] if passthrough else [])])
     if args.collect and not args.run:
-        print(sweep.collect(plan))
+        print(collect.collect(plan))
         print(f"wrote {plan.markdown_path} and {plan.png_path}")
         return 0
 
-    device = args.bench_device or sweep.device_name()
+    device = args.bench_device or speed.device_name()
     if args.calibrate:
-        sweep.calibrate(plan, device)
-    speeds = sweep.estimate_speeds(plan, device, args.sec_per_iter)
-    print(sweep.describe(plan, speeds, device))
+        speed.calibrate(plan, device)
+    speeds = speed.estimate_speeds(plan, device, args.sec_per_iter)
+    print(running.describe(plan, speeds, device))
 
     if args.emit:
-        path = sweep.write_job_script(plan, args.emit, args.emit_to, speeds)
+        path = jobs.write_job_script(plan, args.emit, args.emit_to, speeds)
         how = f"sbatch {path}" if args.emit == "slurm" else f"bash {path}"
         print(f"\nwrote {path}: {how}; afterwards {plan.collect_command}")
     if not args.run:
@@ -120,9 +122,9 @@ def main(argv=None):
             print("\nNothing was run: --run trains and evaluates here, --emit slurm|shell writes a job script.")
         return 0
 
-    failures, stopped = sweep.execute(plan, speeds)
+    failures, stopped = running.execute(plan, speeds)
     print()
-    print(sweep.collect(plan))
+    print(collect.collect(plan))
     print(f"wrote {plan.markdown_path} and {plan.png_path}")
     if failures:
         print(f"{len(failures)} of {len(plan.runs)} runs failed:\n  " + "\n  ".join(failures), file=sys.stderr)

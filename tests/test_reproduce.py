@@ -21,7 +21,7 @@ import train_s4GAN
 from data.synthetic import write_dataset
 from engine.supervised import SupervisedStep
 from tests.helpers import ROOT
-from utils import sweep
+from utils.sweep import catalog, running, speed
 from utils.errors import run_cli
 
 TINY = ["--backbone", "resnet18", "--restore-from", "none", "--init", "kaiming", "--input-size", "33,33",
@@ -80,7 +80,7 @@ ADDED = VARYING | {"--resume", "--save-dir", "--random-seed", "--output-dir", "-
     ("cityscapes", "## Cityscapes", ["1/8", "1/4", "full"]),
 ])
 def test_each_plan_has_the_readme_flags_for_every_fraction_and_split(table, heading, ratios, capsys, monkeypatch):
-    monkeypatch.setattr(sweep, "mlmt_available", lambda: False)
+    monkeypatch.setattr(catalog, "mlmt_available", lambda: False)
     runs, out = plan_of(["--table", table, "--out", "ck"], capsys)
     assert len(runs) == 2 * len(ratios) * 3 and "train_mlmt.py" not in out
     assert f"labeled   {', '.join(ratios)}; splits 0, 1, 2" in out and "Nothing was run" in out
@@ -108,10 +108,10 @@ def test_each_plan_has_the_readme_flags_for_every_fraction_and_split(table, head
 
 def test_mlmt_rows_appear_only_with_train_mlmt_and_follow_its_readme_command(capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
-    monkeypatch.setattr(sweep, "mlmt_available", lambda: False)
+    monkeypatch.setattr(catalog, "mlmt_available", lambda: False)
     runs, _ = plan_of(["--table", "voc", "--ratios", "1/8", "--splits", "0"], capsys)
     assert [t[1] for t, _ in runs] == ["train_full.py", "train_s4GAN.py"]
-    monkeypatch.setattr(sweep, "mlmt_available", lambda: True)
+    monkeypatch.setattr(catalog, "mlmt_available", lambda: True)
     runs, out = plan_of(["--table", "voc", "--ratios", "1/8", "--splits", "0", "--out", "ck"], capsys)
     (s4gan, _), (mlmt, fused) = runs[1], runs[2]
     readme = flags(readme_command("train_mlmt.py"))
@@ -128,14 +128,14 @@ def test_mlmt_rows_appear_only_with_train_mlmt_and_follow_its_readme_command(cap
 
 
 def test_mlmt_method_without_its_trainer_is_an_error(capsys, monkeypatch):
-    monkeypatch.setattr(sweep, "mlmt_available", lambda: False)
+    monkeypatch.setattr(catalog, "mlmt_available", lambda: False)
     with pytest.raises(SystemExit) as exc:
         run_cli(reproduce.main, ["--table", "voc", "--methods", "mlmt"])
     assert exc.value.code == 2 and "train_mlmt.py is not in the repository" in capsys.readouterr().err
 
 
 def test_options_adapt_the_plan(capsys, monkeypatch):
-    monkeypatch.setattr(sweep, "mlmt_available", lambda: False)
+    monkeypatch.setattr(catalog, "mlmt_available", lambda: False)
     runs, out = plan_of(["--table", "voc", "--init", "coco", "--ratios", "0.125", "--splits", "1", "--steps", "1000",
                          "--eval-snapshot", "500", "--data-dir", "/data/voc", "--launcher", "torchrun", "--gpus", "2",
                          "--sec-per-iter", "baseline=0.36,s4gan=0.72", "--", "--amp", "bf16"], capsys)
@@ -144,7 +144,7 @@ def test_options_adapt_the_plan(capsys, monkeypatch):
     assert flags(semi)["--batch-size"] == "4" and flags(semi)["--amp"] == "bf16"
     for argv in (base, semi):
         got = flags(argv)
-        assert got["--restore-from"] == sweep.COCO_WEIGHTS and got["--num-steps"] == "1000"
+        assert got["--restore-from"] == catalog.COCO_WEIGHTS and got["--num-steps"] == "1000"
         assert got["--data-dir"] == "/data/voc" and got["--split-id"] == "./splits/voc/seeded_1.pkl"
     assert flags(base_eval)["--restore-from"].endswith("baseline_0_125_s1/VOC_500.pth")
     assert flags(base_eval)["--data-dir"] == "/data/voc" and base_eval[0] == "python"
@@ -156,15 +156,15 @@ def test_options_adapt_the_plan(capsys, monkeypatch):
 
 
 def test_the_estimate_reads_the_benchmark_results(capsys, monkeypatch, tmp_path):
-    monkeypatch.setattr(sweep, "mlmt_available", lambda: False)
+    monkeypatch.setattr(catalog, "mlmt_available", lambda: False)
     results = tmp_path / "RESULTS.md"
     results.write_text("# Benchmark results\n\n## GPU: NVIDIA H100 80GB HBM3, 2026\n\n"
                        "`python benchmarks/bench_train.py --backbone resnet101 --batch-size 8 --crop 321`\n\n"
                        "| mode | amp | channels-last | s / iter | images / s |\n|---|---|---|---|---|\n"
                        "| s4gan | off | no | 0.500 | 48.0 |\n| s4gan | bf16 | yes | 0.200 | 120.0 |\n")
-    rows = sweep.benchmark_rows(str(results))
+    rows = speed.benchmark_rows(str(results))
     assert [r["images / s"] for r in rows] == ["48.0", "120.0"] and "H100" in rows[0]["device"]
-    monkeypatch.setattr(sweep, "benchmark_rows", lambda path: rows)
+    monkeypatch.setattr(speed, "benchmark_rows", lambda path: rows)
     _, out = plan_of(["--table", "voc", "--ratios", "1/8", "--splits", "0", "--bench-device", "H100"], capsys)
     assert "s4GAN: 0.5 s / iteration" in out and "about 5.6 h" in out  # 24 images at 48/s, 40k iterations
     assert "DeepLabv2 baseline: 0.208 s / iteration" in out  # 10 images at the same rate
@@ -190,13 +190,13 @@ def test_the_gpu_check_tables_give_estimates_from_their_own_cells(tmp_path):
         "`python benchmarks/bench_mlmt.py --backbone resnet101 --image-size 320`\n\n"
         "| model | image | batch lab + unlab | amp | channels-last | s / iter | images / s |\n|---|---|---|---|---|---|---|\n"
         "| resnet101 student + teacher | 320 | 16 + 80 x 2 views | bf16 | yes | 0.193 | 912.2 |\n")
-    rows = sweep.benchmark_rows(str(results))
+    rows = speed.benchmark_rows(str(results))
     assert [r["images / s"] for r in rows] == ["297.7", "205.9", "912.2"]  # not the torch.compile row
-    assert [sweep.measured_workload(r) for r in rows] == [
+    assert [speed.measured_workload(r) for r in rows] == [
         (("s4gan", "resnet101", "bf16", True), 24, 321 * 321),
         (("s4gan", "wrn38", "bf16", True), 24, 256 * 512),
         (("mlmt", "resnet101", "bf16", True), 176, 320 * 320)]
-    assert any("H200" in r["device"] for r in sweep.benchmark_rows(os.path.join(sweep.ROOT, "benchmarks", "RESULTS.md")))
+    assert any("H200" in r["device"] for r in speed.benchmark_rows(os.path.join(speed.ROOT, "benchmarks", "RESULTS.md")))
 
 
 def fake_python(tmp_path):
@@ -211,7 +211,7 @@ def fake_python(tmp_path):
 
 @pytest.mark.parametrize("kind", ["slurm", "shell"])
 def test_emitted_job_script_runs_the_planned_run_of_each_index(kind, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(sweep, "mlmt_available", lambda: True)
+    monkeypatch.setattr(catalog, "mlmt_available", lambda: True)
     script = tmp_path / "jobs"
     runs, out = plan_of(["--table", "cityscapes", "--splits", "0,2", "--out", str(tmp_path / "ck"), "--emit", kind,
                          "--emit-to", str(script)], capsys)
@@ -293,7 +293,7 @@ def test_miniature_table_end_to_end_stopped_resumed_and_collected(synthetic, fas
     (ck / names[5]).mkdir(parents=True)
     (ck / names[5] / "latest.pth").write_bytes(b"not a checkpoint")
 
-    monkeypatch.setattr(sweep, "run_command", in_process)
+    monkeypatch.setattr(running, "run_command", in_process)
     original, starts = SupervisedStep.__call__, []
 
     def stopped_in_third_run(self, i, **batches):

@@ -84,3 +84,9 @@ def mean_std(values):
     mean = sum(values) / n
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else float("nan")
     return mean, std, n
+
+
+def flag_value(argv, flag, default=None):
+    """The value of the last `flag VALUE` in argv (argparse's rule: the last one wins)."""
+    values = [argv[k + 1] for k, a in enumerate(argv[:-1]) if a == flag]
+    return values[-1] if values else default

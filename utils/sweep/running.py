@@ -1,0 +1,112 @@
+"""The plan shown (runs, commands, state, estimate) and run here, one run after another."""
+import sys
+import time
+
+from utils.experiments import read_miou, run_command
+from utils.sweep.catalog import METHODS, fraction_label
+from utils.sweep.plan import STATE_TEXT, at_root, exists, state
+from utils.sweep.speed import hours_text, run_hours
+
+def describe(plan, speeds, device):
+    t = plan.table
+    methods = ", ".join(f"{METHODS[m][0]} ({METHODS[m][1]})" for m in plan.methods)
+    splits = sorted(set(r.split for r in plan.runs))
+    how = (f"--split-id ./{t.split_dir}/seeded_<k>.pkl" if t.split_dir else "--split-id none --random-seed 1234+k")
+    lines = [f"Table {plan.key}: {t.title}", f"  methods   {methods}",
+             f"  labeled   {', '.join(fraction_label(r) for r in plan.ratios)}; splits "
+             f"{', '.join(map(str, splits))}: {how} (full: --random-seed 1234+k)",
+             f"  steps     {plan.steps} per segmentation run; evaluated: {plan.snapshot_note}",
+             f"  output    {plan.root}/<run>/; tables {plan.markdown_path}, {plan.png_path}"]
+    if "mlmt" in plan.methods:
+        lines.append("  MLMT      trains the classifier, then evaluates the s4GAN run of the same fraction and split "
+                     "with --with-mlmt")
+    lines += [f"  note      {n}" for n in t.notes] + [f"  warning   {w}" for w in plan.warnings]
+    for kind in plan.methods:
+        if kind in speeds:
+            sec, source = speeds[kind]
+            lines.append(f"  speed     {METHODS[kind][0]}: {sec:.3g} s / iteration from {source}")
+        else:
+            lines.append(f"  speed     {METHODS[kind][0]}: no measurement for {device} (--calibrate on the machine "
+                         f"that will train, --bench-device, or --sec-per-iter {kind}=SECONDS)")
+    lines.append(f"\n{len(plan.runs)} runs (the number is the Slurm array index):")
+    for run in plan.runs:
+        hours = run_hours(run, speeds)
+        cost = f"{run.iterations} iterations" + (f", about {hours_text(hours)} h" if hours is not None else "")
+        lines.append(f"#{run.index:<3d} {run.name}  ({run.describe()}; {cost}; {STATE_TEXT[state(run)]})")
+        lines.append(f"     {run.train_text()}")
+        lines.append(f"     {run.eval_text()}")
+    hours = [run_hours(r, speeds) for r in plan.runs]
+    known = [h * r.gpus for h, r in zip(hours, plan.runs) if h is not None]
+    total = f"about {hours_text(sum(known))} device-hours of training on {device}" if known else "not estimated"
+    if known and len(known) < len(hours):
+        total += f" ({len(hours) - len(known)} runs not estimated)"
+    lines.append(f"\nEstimate: {total}; evaluations not counted (minutes each).")
+    return "\n".join(lines)
+
+
+STOPPED = {130, 143, -2, -15}  # a run ended by Ctrl-C or SIGTERM: the sweep stops as well
+
+
+def _hms(seconds):
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def execute(plan, speeds):
+    """Run every run that is not done; returns the names of the failed runs with why, and whether
+    the sweep was stopped by a signal."""
+    failures, durations, start = [], [], time.time()
+    pending = [r for r in plan.runs if state(r) != "done"]
+    for run in plan.runs:
+        current = state(run)
+        left = [r for r in pending if r.index >= run.index]
+        if durations:
+            remaining = f"about {_hms(sum(durations) / len(durations) * len(left))} left"
+        else:
+            hours = [run_hours(r, speeds) for r in left]
+            remaining = (f"about {_hms(3600 * sum(hours))} left (estimate)" if left and None not in hours
+                         else "remaining time unknown yet")
+        action = {"done": "done, skipped", "trained": "evaluating", "interrupted": "resuming from latest.pth",
+                  "new": "training"}[current]
+        print(f"\n=== [{run.index + 1}/{len(plan.runs)}] {run.name} ({run.describe()}): {action} | "
+              f"{len(left)} to do | elapsed {_hms(time.time() - start)}, {remaining}", flush=True)
+        if current == "done":
+            continue
+        t0 = time.time()
+        try:
+            error = _one_run(run, current)
+        except KeyboardInterrupt:  # Ctrl-C between two commands (during one, the command handles it)
+            error = "stopped"
+        if error == "stopped":
+            print(f"\nstopped during {run.name}: run the same command again to continue (finished runs are "
+                  f"skipped, this one resumes from its latest.pth)", flush=True)
+            return failures, True
+        if error:
+            failures.append(f"{run.name}: {error}")
+            print(f"FAILED {run.name}: {error}; going on with the others", flush=True)
+        else:
+            durations.append(time.time() - t0)
+    return failures, False
+
+
+def _one_run(run, current):
+    if current in ("new", "interrupted"):
+        print("$ " + run.train_text(), flush=True)
+        code = run_command(run.train_argv())
+        if code in STOPPED:
+            return "stopped"
+        if code != 0:
+            return f"training exited with status {code}"
+        if not exists(run.trained):
+            return f"training ended without writing {run.trained}"
+    if run.needs and not exists(run.needs):
+        return f"its evaluation needs {run.needs}, which the s4GAN run of the same fraction and split writes"
+    print("$ " + run.eval_text(), flush=True)
+    code = run_command([sys.executable, *run.evaluate])
+    if code in STOPPED:
+        return "stopped"
+    if code != 0:
+        return f"evaluation exited with status {code}"
+    if read_miou(at_root(run.result)) is None:
+        return f"the evaluation wrote no mIoU to {run.result}"
+    return None

@@ -1,0 +1,191 @@
+"""How long a plan takes: seconds per iteration from --sec-per-iter, a --calibrate measurement, or the
+rows of benchmarks/RESULTS.md for this device."""
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+
+from utils.errors import UserError
+from utils.experiments import ROOT, command_line, flag_value
+from utils.sweep.catalog import DEFAULT_BATCH
+from utils.sweep.plan import at_root, exists
+
+def device_name():
+    """This machine's first GPU (nvidia-smi), else CPU: which benchmark rows apply."""
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                                 text=True, timeout=20).stdout.strip().splitlines()
+            if out:
+                return out[0].strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return "CPU"
+
+
+def workload(kind, argv, table):
+    """(configuration that must match a measurement, images forwarded per iteration, pixels per image)."""
+    amp, channels_last = flag_value(argv, "--amp", "off"), "--channels-last" in argv
+    if kind == "mlmt":
+        size = int(flag_value(argv, "--image-size", 320))
+        lab, unlab = int(flag_value(argv, "--batch-size-lab", 16)), int(flag_value(argv, "--batch-size-unlab", 80))
+        config = ("mlmt", flag_value(argv, "--backbone", "resnet101"), amp, channels_last)
+        return config, lab + 2 * unlab, size * size  # both views of an unlabeled image are forwarded
+    h, w = (int(v) for v in flag_value(argv, "--input-size", table.crop).split(","))
+    batch = int(flag_value(argv, "--batch-size", DEFAULT_BATCH[kind]))
+    config = ("s4gan" if kind == "s4gan" else "full", flag_value(argv, "--backbone", "resnet101"), amp, channels_last)
+    return config, batch * (3 if kind == "s4gan" else 1), h * w  # s4GAN: labeled, unlabeled and real batches
+
+
+def benchmark_rows(path):
+    """Training-speed rows of a benchmarks/RESULTS.md: each table row with the command printed
+    above it and the device text (the section heading, or a paragraph starting CPU:/GPU:)."""
+    try:
+        text = open(path).read()
+    except OSError:
+        return []
+    rows, device, command, header = [], "", "", None
+    for block in re.split(r"\n\s*\n", text):
+        lines = [line.strip() for line in block.strip().splitlines()]
+        if not lines or lines[0].startswith("```"):
+            continue
+        if lines[0].startswith("#"):
+            if lines[0].startswith("## "):
+                device, command = lines[0][3:], ""
+            continue
+        if lines[0].startswith("|"):
+            for line in lines:
+                cells = [c.strip() for c in line.strip("|").split("|")]
+                if "s / iter" in cells:
+                    header = cells
+                elif header and len(cells) == len(header) and not set(line) <= set("|-: "):
+                    rows.append({"device": device, "command": command, **dict(zip(header, cells))})
+            header = None
+            continue
+        paragraph = " ".join(lines)
+        if re.match(r"(\*\*)?(CPU|GPU)\b", paragraph):
+            device = paragraph
+        commands = re.findall(r"`([^`]*bench_(?:train|mlmt)\.py[^`]*)`", paragraph)
+        if commands:
+            command = commands[-1]
+    # a torch.compile row measures what the trainers do not run
+    return [r for r in rows if r["command"] and "images / s" in r and r.get("compile", "no") == "no"]
+
+
+def measured_workload(row):
+    """The (configuration, images per iteration, pixels) of a benchmark row: from its own cells where
+    the table has them (model, batch, crop / image; the GPU check's tables), else from its command."""
+    argv = shlex.split(row["command"])
+    amp = row.get("amp", "off")
+    channels_last = row.get("channels-last", "no") in ("yes", "on", "True")
+    model = row.get("model", "")
+    if "bench_mlmt.py" in row["command"] or "batch lab + unlab" in row:
+        size = int(row.get("image") or flag_value(argv, "--image-size", 64))
+        if "batch lab + unlab" in row:  # "16 + 80 x 2 views"
+            lab, unlab = (int(v) for v in re.findall(r"\d+", row["batch lab + unlab"])[:2])
+        else:
+            lab, unlab = int(flag_value(argv, "--batch-size-lab", 4)), int(flag_value(argv, "--batch-size-unlab", 20))
+        backbone = model.split()[0] if model else flag_value(argv, "--backbone", "resnet18")
+        return ("mlmt", backbone, amp, channels_last), lab + 2 * unlab, size * size
+    crop = (row.get("crop") or flag_value(argv, "--crop", "97")).replace("x", ",").split(",")
+    h, w = int(crop[0]), int(crop[-1])
+    mode = row.get("mode", "s4gan")
+    batch = int(re.match(r"\d+", row["batch"]).group()) if "batch" in row else int(flag_value(argv, "--batch-size", 2))
+    backbone = model.rsplit("-", 1)[-1] if model else flag_value(argv, "--backbone", "resnet18")  # deeplabv2-resnet101
+    config = (mode, backbone, amp, channels_last)
+    return config, batch * (3 if mode == "s4gan" else 1), h * w
+
+
+def estimate_speeds(plan, device, sec_per_iter=None):
+    """{kind: (seconds per iteration, where it comes from)} for the kinds of run in the plan.
+
+    In order: --sec-per-iter; <root>/calibration.json written by --calibrate for the same
+    configuration; a benchmarks/RESULTS.md row of this device, model, precision and memory format,
+    scaled to the run's images per iteration and pixels (a rough figure: speed is not linear in
+    the batch on a GPU). A training iteration of the baseline costs about one s4GAN batch, so
+    either row serves the other when only one is measured."""
+    speeds = {}
+    try:
+        given = {k: float(v) for k, v in (item.split("=") for item in sec_per_iter.split(","))} if sec_per_iter else {}
+    except ValueError:
+        raise UserError(f"--sec-per-iter {sec_per_iter}: METHOD=SECONDS,..., e.g. baseline=0.4,s4gan=0.9") from None
+    calibration = {}
+    if exists(os.path.join(plan.root, "calibration.json")):
+        with open(at_root(os.path.join(plan.root, "calibration.json"))) as f:
+            calibration = json.load(f)
+    rows = benchmark_rows(os.path.join(ROOT, "benchmarks", "RESULTS.md"))
+    for kind in plan.methods:
+        run = next(r for r in plan.runs if r.method == kind)
+        config, images, pixels = workload(kind, run.train, plan.table)
+        if kind in given:
+            speeds[kind] = (given[kind], "--sec-per-iter")
+            continue
+        measured = calibration.get(kind)
+        if measured and measured["config"] == [*config, images, pixels]:
+            speeds[kind] = (measured["sec_per_iter"], f"--calibrate on {measured['device']}")
+            continue
+        best = None
+        for row in rows:
+            if device.lower() not in row["device"].lower() and not (device == "CPU" and "CPU" in row["device"]):
+                continue
+            row_config, row_images, row_pixels = measured_workload(row)
+            same_kind = row_config[0] == config[0] or {row_config[0], config[0]} == {"s4gan", "full"}
+            if same_kind and row_config[1:] == config[1:]:
+                rate = float(row["images / s"]) * row_pixels / pixels  # images/s at the run's image size
+                exact = row_config[0] == config[0]
+                if best is None or (exact, row_images) > best[0]:
+                    best = ((exact, row_images), images / rate, row)
+        if best:
+            row = best[2]
+            (mode, backbone, _, _), row_images, row_pixels = measured_workload(row)
+            where = row["device"].replace("*", "").split(",")[0]
+            speeds[kind] = (best[1], f"benchmarks/RESULTS.md ({where}: {backbone} {mode}, {row_images} images of "
+                                     f"{row_pixels} pixels per iteration at {row['images / s']} images/s; scaled to "
+                                     f"{images} images of {pixels} pixels)")
+    return speeds
+
+
+def calibrate(plan, device):
+    """Time a few iterations of each kind of run at its real configuration with the benchmarks'
+    scripts; write <root>/calibration.json, which later plans read."""
+    out = {}
+    for kind in plan.methods:
+        run = next(r for r in plan.runs if r.method == kind)
+        config, images, pixels = workload(kind, run.train, plan.table)
+        a = run.train
+        if kind == "mlmt":
+            bench = ["benchmarks/bench_mlmt.py", "--backbone", config[1], "--image-size",
+                     flag_value(a, "--image-size", "320"), "--batch-size-lab", flag_value(a, "--batch-size-lab", "16"),
+                     "--batch-size-unlab", flag_value(a, "--batch-size-unlab", "80")]
+        else:
+            bench = ["benchmarks/bench_train.py", "--mode", config[0], "--backbone", config[1], "--crop",
+                     flag_value(a, "--input-size", plan.table.crop), "--batch-size",
+                     flag_value(a, "--batch-size", str(DEFAULT_BATCH[kind]))]
+        bench += ["--amp", config[2], "--channels-last", "on" if config[3] else "off", "--iters", "3", "--warmup", "1",
+                  "--num-workers", flag_value(a, "--num-workers", "4")]
+        print("$ " + command_line(bench), flush=True)
+        proc = subprocess.run([sys.executable, *bench], cwd=ROOT, capture_output=True, text=True)
+        lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+        if proc.returncode != 0 or not lines or "sec_per_iter" not in lines[-1]:
+            raise UserError(f"--calibrate: {bench[0]} failed: {(proc.stderr or str(lines))[-300:]}")
+        out[kind] = {"config": [*config, images, pixels], "sec_per_iter": lines[-1]["sec_per_iter"],
+                     "device": lines[-1]["device"]}
+        print(f"{kind}: {out[kind]['sec_per_iter']} s / iteration on {out[kind]['device']}", flush=True)
+    os.makedirs(at_root(plan.root), exist_ok=True)
+    with open(at_root(os.path.join(plan.root, "calibration.json")), "w") as f:
+        json.dump(out, f, indent=1)
+
+
+def run_hours(run, speeds):
+    """Estimated wall-clock hours of a run's training (None if unknown); device-hours are that times
+    its GPUs, as the seconds per iteration are those of one process with its share of the batch."""
+    speed = speeds.get(run.method)
+    return run.iterations * speed[0] / 3600 if speed and run.iterations else None
+
+
+def hours_text(hours):
+    """An estimate in hours, with as many digits as it deserves."""
+    return f"{hours:,.0f}" if hours >= 100 else f"{hours:.2g}" if hours < 1 else f"{hours:.1f}"
