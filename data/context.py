@@ -29,13 +29,14 @@ Training (the original's): horizontal flip (p = 1/2); the short side resized to 
 crop of --input-size (321,321); Gaussian blur of radius U[0, 1) with p = 1/2; RGB / 255, minus the
 mean of --context-train-mean, divided by the ImageNet std. Evaluation: short side 512, centre crop
 512x512 (only that crop is scored), ImageNet mean in RGB order.
+
+Modules: this one is the dataset (classes, layout checks, items, the registry entry) and the command
+line; the conversion is data/context_prepare.py, which reads the .mat LabelMaps and the original's
+mask caches through data/context_masks.py.
 """
 import argparse
-import io
 import os
-import pickle
 import sys
-import zipfile
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -44,7 +45,6 @@ from torch.utils.data import Dataset
 from data.classes import generic_class_names, voc_palette
 from data.spec import DatasetSpec
 from data.transforms import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, context_train_normalization
-from utils.checkpoint import atomic_write_bytes
 from utils.errors import ArgumentParser, UserError
 
 # The 59 PASCAL-Context benchmark categories among the 459 of the full release, plus 0: sorted.
@@ -96,9 +96,9 @@ def class_names(num_classes, data_dir=None):
 
 
 # --------------------------------------------------------------------------------------------
-# Where the annotations are
+# Where the annotations are (also what data/context_prepare.py looks for)
 
-def _three_forms(root):
+def three_forms(root):
     return (f"put one of: (a) the project layout {root}/{IMAGE_DIR}/<id>.jpg + {root}/{MASK_DIR}/<id>.png "
             f"(values 0..59) + {root}/train.txt and {root}/val.txt; (b) the official full-label release "
             f"(trainval.tar.gz) as {root}/{MAT_DIR}/<id>.mat with the id lists at {root}/train.txt and "
@@ -155,7 +155,7 @@ def check_prepared(root, split, list_path=None, list_flag="--data-list"):
     """The split's list path when root is in the project layout; otherwise a UserError that says
     what was found and how to convert it."""
     if not os.path.isdir(root):
-        raise UserError(f"--data-dir {root} does not exist: {_three_forms(root)}")
+        raise UserError(f"--data-dir {root} does not exist: {three_forms(root)}")
     converted = os.path.isdir(os.path.join(root, MASK_DIR))
     if list_path and converted and not os.path.isfile(list_path):
         raise UserError(f"{list_flag} {list_path} does not exist")
@@ -168,306 +168,10 @@ def check_prepared(root, split, list_path=None, list_flag="--data-list"):
     elif form == "mat":
         found = f"the full-label release {where}/<id>.mat"
     else:
-        raise UserError(f"--data-dir {root} holds no usable PASCAL-Context data: {_three_forms(root)}")
+        raise UserError(f"--data-dir {root} holds no usable PASCAL-Context data: {three_forms(root)}")
     raise UserError(f"--data-dir {root} is not converted yet ({os.path.join(root, MASK_DIR)} or "
                     f"{list_path} is missing); it holds {found}: convert it once with "
                     f"`python -m data.context prepare --data-dir {root}`")
-
-
-# --------------------------------------------------------------------------------------------
-# Reading the original's mask caches without running anything from them
-
-LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # the first object of a torch.save file in the pre-zip format
-
-
-class _Refused(pickle.UnpicklingError):
-    """A global or a storage that a mask cache has no business holding."""
-
-
-class _PickledImage:
-    """Stands in for PIL.Image.Image while unpickling: keeps the pickled state, runs nothing."""
-
-    def __setstate__(self, state):
-        self.state = state
-
-
-def _latin1_encode(text, encoding="latin1"):
-    """Pickle protocol 2 stores bytes as _codecs.encode(str, 'latin1'); nothing else is allowed."""
-    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
-        raise _Refused(f"_codecs.encode with {encoding!r} is not allowed")
-    return text.encode("latin1")
-
-
-def _reconstructor(cls, base, state):
-    """Protocol 0/1 pickles rebuild objects through copyreg._reconstructor: only our stand-in."""
-    if cls is not _PickledImage or base is not object or state is not None:
-        raise _Refused("copyreg._reconstructor is only allowed for PIL images")
-    return _PickledImage()
-
-
-class _MaskCacheUnpickler(pickle.Unpickler):
-    """Rebuilds plain containers and PIL images (as _PickledImage) only; every other global, and any
-    tensor storage, is refused before anything is called."""
-
-    _ALLOWED = {
-        ("PIL.Image", "Image"): _PickledImage,
-        ("_codecs", "encode"): _latin1_encode,
-        ("copyreg", "_reconstructor"): _reconstructor,
-        ("copy_reg", "_reconstructor"): _reconstructor,
-        ("builtins", "object"): object,
-        ("__builtin__", "object"): object,
-    }
-
-    def find_class(self, module, name):
-        try:
-            return self._ALLOWED[(module, name)]
-        except KeyError:
-            raise _Refused(f"{module}.{name} is not allowed") from None
-
-    def persistent_load(self, pid):
-        raise _Refused("tensor storages are not allowed")
-
-
-def _unpickle_cache(path):
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            names = [n for n in archive.namelist() if n == "data.pkl" or n.endswith("/data.pkl")]
-            if len(names) != 1:
-                raise pickle.UnpicklingError("not a torch.save archive (no single data.pkl)")
-            with archive.open(names[0]) as f:
-                return _MaskCacheUnpickler(f, encoding="latin1").load()
-    with open(path, "rb") as f:  # the format before PyTorch 1.6: magic, protocol, sys info, object
-        # latin1: Python 2 pickles hold the mask bytes as str (decoded back to bytes below)
-        if _MaskCacheUnpickler(f, encoding="latin1").load() != LEGACY_MAGIC:
-            raise pickle.UnpicklingError("not a torch.save file")
-        _MaskCacheUnpickler(f, encoding="latin1").load()
-        _MaskCacheUnpickler(f, encoding="latin1").load()
-        return _MaskCacheUnpickler(f, encoding="latin1").load()
-
-
-def cache_key_to_id(key):
-    """The Detail API keys masks by image_id, e.g. 2008000002 for 2008_000002.jpg."""
-    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-        text = str(int(key))
-        return f"{text[:4]}_{text[4:]}" if len(text) == 10 else text
-    if isinstance(key, str):
-        key = key.rsplit("/", 1)[-1]
-        for ext in (".jpg", ".png"):
-            if key.endswith(ext):
-                key = key[:-len(ext)]
-        return f"{key[:4]}_{key[4:]}" if len(key) == 10 and key.isdigit() else key
-    raise UserError(f"unexpected mask key {key!r}")
-
-
-def _mask_from_state(obj, path, key):
-    state = getattr(obj, "state", None) if isinstance(obj, _PickledImage) else None
-    if not isinstance(state, (list, tuple)) or len(state) < 5:
-        raise UserError(f"mask cache {path} is refused: entry {key!r} holds {type(obj).__name__}, "
-                        f"not a PIL mask")
-    _, mode, size, _, data = state[:5]
-    if isinstance(data, str):
-        data = data.encode("latin1")
-    if (mode not in ("L", "P") or not isinstance(size, (list, tuple)) or len(size) != 2
-            or not all(isinstance(v, int) and v > 0 for v in size) or not isinstance(data, bytes)
-            or len(data) != size[0] * size[1]):
-        raise UserError(f"mask cache {path} is refused: entry {key!r} is not a single-channel 8-bit "
-                        f"PIL mask (mode {mode!r}, size {size!r})")
-    width, height = size
-    return np.frombuffer(data, np.uint8).reshape(height, width)
-
-
-def read_mask_cache(path):
-    """[(id, uint8 mask)] of a train.pth / val.pth in the cache's own order; foreign objects refused."""
-    try:
-        obj = _unpickle_cache(path)
-    except _Refused as exc:
-        raise UserError(f"mask cache {path} is refused: it holds something other than PIL masks ({exc}); "
-                        f"nothing in it was run") from None
-    except FileNotFoundError:
-        raise UserError(f"mask cache {path} does not exist") from None
-    except Exception as exc:  # anything a truncated or foreign file makes the unpickler raise
-        raise UserError(f"mask cache {path} is not a readable torch.save file ({type(exc).__name__}: {exc})") from None
-    if not isinstance(obj, dict):
-        raise UserError(f"mask cache {path} is refused: it holds a {type(obj).__name__}, not a dict id -> mask")
-    return [(cache_key_to_id(key), _mask_from_state(value, path, key)) for key, value in obj.items()]
-
-
-# --------------------------------------------------------------------------------------------
-# prepare: convert once into the project layout
-
-def _check_mask_values(mask, source):
-    if mask.size and int(mask.max()) >= NUM_CLASSES:
-        values = np.unique(mask[mask >= NUM_CLASSES])[:5].tolist()
-        raise UserError(f"{source} has label values {values} > {NUM_CLASSES - 1}: PASCAL-Context masks "
-                        f"hold 0..{NUM_CLASSES - 1} (background 0)")
-
-
-def _write_png(path, mask):
-    """temp + rename in the same folder: an interrupted run never leaves a half-written mask, so
-    files that exist are complete and a rerun skips them."""
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(mask, np.uint8)).save(buffer, format="PNG")
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(buffer.getvalue())
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
-def read_label_map(path):
-    """The 459-class LabelMap of an official trainval/<id>.mat."""
-    import scipy.io  # only needed for this form of the data
-    try:
-        content = scipy.io.loadmat(path, variable_names=["LabelMap"])
-    except FileNotFoundError:
-        raise UserError(f"label {path} does not exist") from None
-    except Exception as exc:  # scipy raises several types for corrupt files
-        raise UserError(f"cannot read {path} ({type(exc).__name__}: {exc})") from None
-    if "LabelMap" not in content:
-        raise UserError(f"{path} has no LabelMap variable: expected the PASCAL-Context full-label "
-                        f"release's trainval/<id>.mat (trainval.tar.gz)")
-    label_map = np.asarray(content["LabelMap"])
-    if label_map.ndim != 2 or label_map.dtype.kind not in "iuf" or (
-            label_map.dtype.kind == "f" and not np.array_equal(label_map, np.round(label_map))):
-        raise UserError(f"{path}: LabelMap is not a 2-D map of integer category ids")
-    try:
-        return map_category_ids(label_map.astype(np.int64))
-    except ValueError as exc:
-        raise UserError(f"{path}: {exc}") from None
-
-
-def _progress(total, desc):
-    from tqdm import tqdm
-    return tqdm(total=total, desc=desc, unit="mask", disable=None, dynamic_ncols=True)
-
-
-def _check_images(root, ids, list_name):
-    for i in ids:
-        path = os.path.join(root, IMAGE_DIR, i + ".jpg")
-        if not os.path.isfile(path):
-            raise UserError(f"image {path} (id {i} of {list_name}) does not exist: put the VOC 2010 "
-                            f"JPEGImages there (or pass --images <VOC2010/JPEGImages>)")
-
-
-def _write_list(path, ids):
-    atomic_write_bytes(path, "".join(i + "\n" for i in ids).encode())
-
-
-def _convert_caches(root, caches, force, log):
-    counts = {}
-    for split, path in caches.items():
-        log(f"reading {path} (mask cache, restricted unpickler)")
-        entries = read_mask_cache(path)
-        if not entries:
-            raise UserError(f"mask cache {path} holds no masks")
-        ids = [i for i, _ in entries]
-        _check_images(root, ids, path)
-        written = 0
-        with _progress(len(entries), f"{split} masks") as bar:
-            for i, mask in entries:
-                _check_mask_values(mask, f"mask cache {path} (id {i})")
-                target = os.path.join(root, MASK_DIR, i + ".png")
-                if force or not os.path.isfile(target):
-                    _write_png(target, mask)
-                    written += 1
-                bar.update()
-        _write_list(os.path.join(root, f"{split}.txt"), ids)
-        counts[split] = (len(ids), written)
-        del entries
-    return counts
-
-
-def _convert_mats(root, mat_dir, lists, force, log):
-    counts = {}
-    for split, list_path in lists.items():
-        ids = read_ids(list_path, f"--{split}-ids")
-        _check_images(root, ids, list_path)
-        for i in ids:
-            path = os.path.join(mat_dir, i + ".mat")
-            if not os.path.isfile(path):
-                raise UserError(f"label {path} (id {i} listed in {list_path}) does not exist")
-        written = 0
-        with _progress(len(ids), f"{split} masks") as bar:
-            for i in ids:
-                target = os.path.join(root, MASK_DIR, i + ".png")
-                if force or not os.path.isfile(target):
-                    _write_png(target, read_label_map(os.path.join(mat_dir, i + ".mat")))
-                    written += 1
-                bar.update()
-        own_list = os.path.join(root, f"{split}.txt")
-        if os.path.abspath(list_path) != os.path.abspath(own_list):
-            _write_list(own_list, ids)
-        counts[split] = (len(ids), written)
-    return counts
-
-
-def prepare(data_dir, source=None, train_ids=None, val_ids=None, images=None, force=False, log=print):
-    """Convert whichever form of the annotations is present into the project layout (idempotent).
-
-    Returns {split: (number of ids, masks written)}."""
-    root = data_dir
-    if not os.path.isdir(root):
-        raise UserError(f"--data-dir {root} does not exist: {_three_forms(root)}")
-    if images:
-        link = os.path.join(root, IMAGE_DIR)
-        if not os.path.isdir(images):
-            raise UserError(f"--images {images} is not a folder")
-        if not os.path.exists(link):
-            try:
-                os.symlink(os.path.abspath(images), link)
-            except OSError as exc:
-                raise UserError(f"cannot link {link} -> {images}: {exc.strerror or exc}") from None
-        elif os.path.realpath(link) != os.path.realpath(images):
-            raise UserError(f"--images {images}: {link} already exists and is another folder")
-    lists = {s: os.path.join(root, f"{s}.txt") for s in SPLITS}
-    problem, listed = None, None
-    if all(os.path.isfile(p) for p in lists.values()):
-        listed = {s: read_ids(p, str(p)) for s, p in lists.items()}
-        problem = next((m for m in (missing_files(root, listed[s]) for s in SPLITS) if m), None)
-    if listed and problem is None and source is None and not force and not train_ids and not val_ids:
-        log(f"{root} is already in the project layout (a): nothing to convert")
-        return {s: (len(listed[s]), 0) for s in SPLITS}
-    folder = source or root
-    if source is not None and not os.path.isdir(source):
-        raise UserError(f"--from {source} is not a folder")
-    form, where = find_source(folder)
-    if form is None:
-        if source is not None:
-            raise UserError(f"--from {source} holds neither train.pth / val.pth nor <id>.mat files "
-                            f"(directly or in {MAT_DIR}/)")
-        if problem:
-            raise UserError(f"{problem[1]} (id {problem[0]} listed in {root}) does not exist and there is "
-                            f"nothing to convert it from: {_three_forms(root)}")
-        if listed:
-            log(f"{root} is in the project layout (a) and there is nothing to convert")
-            return {s: (len(listed[s]), 0) for s in SPLITS}
-        raise UserError(f"no PASCAL-Context annotations found in {root}: {_three_forms(root)}")
-    os.makedirs(os.path.join(root, MASK_DIR), exist_ok=True)
-    if form == "cache":
-        missing = [s for s in SPLITS if s not in where]
-        if missing:
-            log(f"note: no {missing[0]}.pth in {folder}: only {', '.join(where)} converted")
-        counts = _convert_caches(root, where, force, log)
-    else:
-        given = {"train": train_ids, "val": val_ids}
-        mat_lists = {s: given[s] or lists[s] for s in SPLITS if given[s] or os.path.isfile(lists[s])}
-        if not mat_lists:
-            raise UserError(f"found {where}/<id>.mat but no id lists: put the PASCAL-Context train and val "
-                            f"ids (4,996 / 5,104) at {lists['train']} and {lists['val']}, or pass "
-                            f"--train-ids / --val-ids")
-        log(f"converting {where}/<id>.mat (459-class LabelMap -> 60 classes)")
-        counts = _convert_mats(root, where, mat_lists, force, log)
-    for split, (n, written) in counts.items():
-        note = "" if n == STANDARD_SIZES[split] else f" (the standard split has {STANDARD_SIZES[split]:,}" + (
-            "; splits/pc/seeded_*.pkl need 4,996)" if split == "train" else ")")
-        log(f"{split}: {n} ids, {written} masks written{note}")
-    return counts
 
 
 # --------------------------------------------------------------------------------------------
@@ -657,6 +361,7 @@ def main(argv=None):
                       help="your VOC2010 JPEGImages folder, linked as <data-dir>/JPEGImages if that is missing")
     prep.add_argument("--force", action="store_true", help="rewrite masks that already exist")
     args = parser.parse_args(argv)
+    from data.context_prepare import prepare  # here: context_prepare imports this module
     prepare(args.data_dir, args.source, args.train_ids, args.val_ids, args.images, args.force)
 
 

@@ -8,8 +8,9 @@ import torch
 from PIL import Image
 
 from data import context as ctx
-from data.context import (CONTEXT_CATEGORY_IDS, CONTEXT_CLASSES, SPEC, ContextSegmentation, map_category_ids,
-                          prepare, read_mask_cache)
+from data.context import CONTEXT_CATEGORY_IDS, CONTEXT_CLASSES, SPEC, ContextSegmentation, map_category_ids
+from data.context_masks import read_mask_cache
+from data.context_prepare import prepare
 from data.splits import load_permutation
 from data.transforms import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, context_train_normalization
 from tests.context_fixture import (OTHER_IDS, TRAIN, VAL, make_context_cache, make_context_layout, make_context_mat,
