@@ -1,4 +1,4 @@
-"""Data-loading speed of the Cityscapes and PASCAL-Context pipelines: images per second.
+"""Data-loading speed of the Cityscapes, PASCAL-Context and MLMT pipelines: images per second.
 
     python benchmarks/bench_data.py                       # fake full-size data in a temp folder
     python benchmarks/bench_data.py --workers 0,1,2,4 --batches 12
@@ -12,7 +12,9 @@ Two parts, one JSON line per measurement:
   on a machine shared with other work);
 * loaders: the training and evaluation datasets behind the engine's own BatchStream / DataLoader
   (seeded sampler, batch --batch-size, --workers worker processes), timed over --batches batches
-  after one warm-up batch (worker start-up excluded).
+  after one warm-up batch (worker start-up excluded); mlmt_labeled / mlmt_unlabeled are the MLMT
+  classifier's items at 320x320 (the plain view; the plain and the augmented view of each
+  unlabeled image: "images" counts items) over the fake Context JPEGs.
 
 The fake Cityscapes images are 2048x1024 RGB PNGs whose content (flat regions, gradients, mild noise)
 compresses to about the size of real leftImg8bit files (~2.2 MB); decoding cost follows the size. The
@@ -35,6 +37,7 @@ if ROOT not in sys.path:
 
 from data import cityscapes as city  # noqa: E402
 from data import context as ctx  # noqa: E402
+from data import multilabel  # noqa: E402
 from data.sampler import BatchStream, SeededEpochSampler  # noqa: E402
 from utils.seeding import init_worker  # noqa: E402
 
@@ -47,7 +50,7 @@ def parse(argv):
     p.add_argument("--images", type=int, default=12, help="fake images per split")
     p.add_argument("--city-dir", default=None, help="a real Cityscapes root (default: fake data)")
     p.add_argument("--context-dir", default=None, help="a prepared PASCAL-Context root (default: fake data)")
-    p.add_argument("--only", default="stages,city_train,city_val,context_train,context_val",
+    p.add_argument("--only", default="stages,city_train,city_val,context_train,context_val,mlmt_labeled,mlmt_unlabeled",
                    help="which measurements (default: %(default)s)")
     return p.parse_args(argv)
 
@@ -158,6 +161,14 @@ def stages(root):
     return out
 
 
+def mlmt_split(context_root):
+    """The fake Context training JPEGs as an MLMT split (the presence labels do not matter here)."""
+    with open(os.path.join(context_root, "train.txt")) as f:
+        ids = [line.strip() for line in f if line.strip()]
+    paths = [os.path.join(context_root, ctx.IMAGE_DIR, i + ".jpg") for i in ids]
+    return multilabel.ImageLabels(ids, paths, np.zeros((len(ids), 21), np.uint8), "bench")
+
+
 def loader_rate(dataset, workers, batch_size, batches, shuffle=True):
     sampler = SeededEpochSampler(np.arange(len(dataset)), seed=0, stream=0, shuffle=shuffle)
     stream = BatchStream(dataset, sampler, batch_size, num_workers=workers, worker_init_fn=init_worker)
@@ -188,6 +199,8 @@ def main(argv=None):
         "context_train": lambda: ctx.ContextSegmentation(context_root, "train", crop_size=(321, 321),
                                                          mean=ctx.IMAGENET_MEAN_RGB[::-1]),
         "context_val": lambda: ctx.ContextSegmentation(context_root, "val", train=False),
+        "mlmt_labeled": lambda: multilabel.ClassifierImages(mlmt_split(context_root), "labeled", 320),
+        "mlmt_unlabeled": lambda: multilabel.ClassifierImages(mlmt_split(context_root), "unlabeled", 320),
     }
     for name, build in builders.items():
         if name not in only:

@@ -26,6 +26,7 @@ import os
 import sys
 
 import numpy as np
+import torch
 import torchvision.transforms.functional as TF
 from PIL import Image, ImageFilter
 from torch.utils.data import DataLoader, Dataset
@@ -233,11 +234,21 @@ def read_rgb_pil(path):
         raise UserError(f"cannot read image {path} (corrupt or truncated: {exc})") from None
 
 
-def to_normalized_array(image, mean=IMAGENET_MEAN_RGB, std=IMAGENET_STD_RGB):
-    """PIL RGB -> float32 3xHxW: /255 then (x - mean) / std, in float32 as ToTensor + Normalize."""
-    x = np.asarray(image, np.float32) / np.float32(255)
-    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
+def to_chw_uint8(image):
+    """PIL RGB -> uint8 3xHxW. The loaders ship bytes (a quarter of float32's), and the step normalises
+    them on its device with normalize_images."""
+    return np.ascontiguousarray(np.asarray(image, np.uint8).transpose(2, 0, 1))
+
+
+def normalize_images(images, mean=IMAGENET_MEAN_RGB, std=IMAGENET_STD_RGB):
+    """uint8 (B, 3, H, W) on any device -> float32 (x / 255 - mean) / std: ToTensor + Normalize's
+    float32 operations in their order. Every divisor is a tensor on the images' device, so each
+    division is a true one (a CUDA division by a CPU scalar multiplies by its reciprocal instead)."""
+    def constant(values):
+        return torch.tensor(values, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+
+    x = images.float() / constant([255.0])
+    return (x - constant(mean)) / constant(std)
 
 
 def color_jitter(image, rng):
@@ -253,23 +264,18 @@ def color_jitter(image, rng):
     return image
 
 
-def plain_view(image, size, rng):
-    image = image.resize((size, size), Image.BILINEAR)
+def plain_view(resized, rng):
     if rng.random() < 0.5:
-        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    return to_normalized_array(image)
+        resized = resized.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return to_chw_uint8(resized)
 
 
-def augmented_view(image, size, rng):
-    image = color_jitter(image.resize((size, size), Image.BILINEAR), rng)
+def augmented_view(resized, rng):
+    image = color_jitter(resized, rng)
     if rng.random() < 0.5:
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     image = image.filter(ImageFilter.GaussianBlur(radius=rng.uniform(*BLUR_RADIUS)))
-    return to_normalized_array(image)
-
-
-def validation_view(image, size):
-    return to_normalized_array(image.resize((size, size), Image.BILINEAR))
+    return to_chw_uint8(image)
 
 
 class ClassifierImages(Dataset):
@@ -278,9 +284,11 @@ class ClassifierImages(Dataset):
     labeled   -> (plain view, targets float32 (C,) in unit order, index)
     unlabeled -> (plain view for the teacher, augmented view for the student, index); the two views
                  are flipped independently
-    val       -> (validation view, targets, index)
+    val       -> (the image resized, targets, index)
 
-    An item may be (index, key) as yielded by data.sampler; the key seeds all its randomness."""
+    Each view is the image resized to size x size (bilinear), then transformed; views are uint8
+    3xHxW (normalize_images makes them the networks' input). An item may be (index, key) as
+    yielded by data.sampler; the key seeds all its randomness."""
 
     MODES = ("labeled", "unlabeled", "val")
 
@@ -296,11 +304,11 @@ class ClassifierImages(Dataset):
 
     def __getitem__(self, item):
         index, key = item if isinstance(item, tuple) else (item, None)
-        image = read_rgb_pil(self.split.image_paths[index])
+        resized = read_rgb_pil(self.split.image_paths[index]).resize((self.size, self.size), Image.BILINEAR)
         if self.mode == "val":
-            return validation_view(image, self.size), self.targets[index], index
+            return to_chw_uint8(resized), self.targets[index], index
         rng = np.random.default_rng(key if key is not None else np.random.randint(0, 2**31 - 1))
         if self.mode == "labeled":
-            return plain_view(image, self.size, rng), self.targets[index], index
-        teacher_view = plain_view(image, self.size, rng)
-        return teacher_view, augmented_view(image, self.size, rng), index
+            return plain_view(resized, rng), self.targets[index], index
+        teacher_view = plain_view(resized, rng)
+        return teacher_view, augmented_view(resized, rng), index

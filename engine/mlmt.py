@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 
 from data import get_dataset
 from data.multilabel import (ALWAYS_PRESENT, ClassifierImages, ImageLabels, cache_path_for, default_list_candidates,
-                             derive_labels, from_unit_order, missing_classes, read_original_split)
+                             derive_labels, from_unit_order, missing_classes, normalize_images, read_original_split)
 from data.sampler import BatchStream, SeededEpochSampler
 from data.splits import load_permutation, seeded_permutation, split_indices
 from engine.common import images_to_device, losses_to_floats
@@ -199,15 +199,17 @@ class MLMTStep:
         self.device, self.channels_last = device, channels_last
         self.meters = EpochMeters()
 
+    def _images(self, uint8_views):
+        return normalize_images(images_to_device(uint8_views, self.device, self.channels_last))
+
     def _forward(self, model, images):
         with self.precision.autocast():
             return model(images).float()
 
     def __call__(self, iteration, epoch, labeled, unlabeled):
-        images = images_to_device(labeled[0], self.device, self.channels_last)
+        images = self._images(labeled[0])
         targets = labeled[1].to(self.device, non_blocking=True).float()
-        plain = images_to_device(unlabeled[0], self.device, self.channels_last)
-        augmented = images_to_device(unlabeled[1], self.device, self.channels_last)
+        plain, augmented = self._images(unlabeled[0]), self._images(unlabeled[1])
         self.optimizer.zero_grad(set_to_none=True)
 
         probs = torch.sigmoid(self._forward(self.student, images))
@@ -360,7 +362,7 @@ def predict(model, loader, device, precision, channels_last=False):
     model.eval()
     outputs = []
     for images, _, _ in loader:
-        images = images_to_device(images, device, channels_last)
+        images = normalize_images(images_to_device(images, device, channels_last))
         with precision.autocast():
             logits = model(images)
         outputs.append(torch.sigmoid(logits.float()).cpu())

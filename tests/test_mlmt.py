@@ -14,7 +14,7 @@ from PIL import Image
 import evaluate
 import train_full
 import train_mlmt
-from data.multilabel import ClassifierImages
+from data.multilabel import ClassifierImages, ImageLabels, normalize_images
 from data.splits import save_permutation
 from engine import mlmt, options, setup
 from engine.mlmt import MLMTStep
@@ -194,6 +194,24 @@ def test_original_layout_mismatches_name_the_file_and_line(voc, tmp_path, capsys
 
 # --- the objective's pieces ------------------------------------------------------------------------
 
+def test_views_are_bytes_normalised_on_the_device_exactly_as_totensor_normalize(tmp_path):
+    """The loaders ship uint8 views; normalize_images gives the original's ToTensor + Normalize input
+    bit for bit (resize to a square, bilinear, then the view's own transforms)."""
+    rng = np.random.default_rng(0)
+    path = str(tmp_path / "x.jpg")
+    Image.fromarray(rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)).save(path)
+    split = ImageLabels(["x"], [path], np.zeros((1, 21), np.uint8), "test")
+    resized = Image.open(path).convert("RGB").resize((33, 33), Image.BILINEAR)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    expected = torchvision.transforms.functional.normalize(torchvision.transforms.functional.to_tensor(resized), mean, std)
+    view = ClassifierImages(split, "val", 33)[0][0]
+    assert view.dtype == np.uint8 and view.shape == (3, 33, 33)
+    assert torch.equal(normalize_images(torch.from_numpy(view)[None])[0], expected)
+    plain, augmented, _ = ClassifierImages(split, "unlabeled", 33)[(0, (1, 2, 3, 4))]
+    assert plain.dtype == augmented.dtype == np.uint8 and not np.array_equal(plain, augmented)
+    assert np.array_equal(plain, view) or np.array_equal(plain, view[:, :, ::-1])  # plain: resize, maybe flip
+
+
 def test_ema_update_at_given_steps():
     assert mlmt.ema_alpha(1, 0.999) == 0.5 and mlmt.ema_alpha(9, 0.999) == pytest.approx(0.9)
     assert mlmt.ema_alpha(999, 0.999) == pytest.approx(0.999) and mlmt.ema_alpha(5000, 0.999) == 0.999
@@ -257,24 +275,27 @@ def test_output_files_are_replaced_not_appended(tmp_path):
 def test_the_step_in_the_papers_order(monkeypatch):
     """BCE on the labeled batch + w * cosine(student(augmented), teacher(plain)), then the EMA."""
     torch.manual_seed(0)
-    student, teacher = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    net = lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))  # noqa: E731
+    student, teacher = net(), net()
     teacher.requires_grad_(False)
-    before_teacher = teacher.weight.clone()
+    before_teacher = teacher[1].weight.clone()
     optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
     from utils.amp import Precision
     step = MLMTStep(student, teacher, optimizer, Precision("off", torch.device("cpu")), num_epochs=100,
                     burn_in_epochs=10, w_cons=1.0, ema_decay=0.999, device=torch.device("cpu"))
-    x, y = torch.randn(2, 4), torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
-    plain, augmented = torch.randn(3, 4), torch.randn(3, 4)
+    views = lambda n: torch.randint(0, 256, (n, 3, 2, 2), dtype=torch.uint8)  # noqa: E731  (as the loaders give)
+    x, y = views(2), torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
+    plain, augmented = views(3), views(3)
     with torch.no_grad():
-        expected_class = float(torch.nn.BCELoss()(torch.sigmoid(student(x)), y))
-        expected_cons = float(torch.nn.CosineEmbeddingLoss()(student(augmented), teacher(plain), torch.ones(3)))
-    student_before = student.weight.detach().clone()
+        expected_class = float(torch.nn.BCELoss()(torch.sigmoid(student(normalize_images(x))), y))
+        expected_cons = float(torch.nn.CosineEmbeddingLoss()(student(normalize_images(augmented)),
+                                                             teacher(normalize_images(plain)), torch.ones(3)))
+    student_before = student[1].weight.detach().clone()
     values = step(0, 35, (x, y, None), (plain, augmented, None))
     assert values["loss_class"] == pytest.approx(expected_class) and values["loss_cons"] == pytest.approx(expected_cons)
     assert values["w_cons"] == pytest.approx(0.5) and values["loss"] == pytest.approx(expected_class + 0.5 * expected_cons)
-    assert not torch.equal(student.weight, student_before)
-    assert torch.allclose(teacher.weight, 0.5 * before_teacher + 0.5 * student.weight)  # alpha(1) = 0.5
+    assert not torch.equal(student[1].weight, student_before)
+    assert torch.allclose(teacher[1].weight, 0.5 * before_teacher + 0.5 * student[1].weight)  # alpha(1) = 0.5
 
 
 # --- flags, split, bad input -----------------------------------------------------------------------
