@@ -12,6 +12,8 @@ from tests.helpers import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import gpu_check  # noqa: E402
+import gpu_check_children  # noqa: E402
+import gpu_check_report  # noqa: E402
 
 TRAIN_KEYS = ["s4gan-fp32", "s4gan-bf16", "s4gan-bf16-cl"]
 EVAL_KEYS = ["eval-fp32-1", "eval-fp32-2", "eval-bf16-cl-1", "eval-bf16-cl-2"]
@@ -162,7 +164,7 @@ def test_report_of_a_gpu_run_renders(tmp_path):
                                  "parts": [{"part": "s4GAN step", "calls": 1.0, "host_ms": 280.0, "device_ms": 250.0}],
                                  "top_operators": [{"operator": "aten::cudnn_convolution", "calls": 300.0, "ms": 120.0,
                                                     "share": 0.48}]}}
-    text = gpu_check.render_markdown(check.report_json(), gpu_check.REAL)
+    text = gpu_check_report.render_markdown(check.report_json(), gpu_check.REAL)
     assert text.startswith("# GPU check: NVIDIA H100 80GB HBM3, ")
     assert ("| s4GAN step: bf16 + channels-last >= 2.5x faster than fp32 | 3.00x (0.900 -> 0.300 s/iter) "
             "| **met** |") in text
@@ -223,6 +225,6 @@ def test_profile_summary_merges_a_parts_host_range_with_its_gpu_span():
               event("aten::convolution_backward", "CUDA", 400, device_self=60_000.0),
               event("aten::convolution_backward", "CPU", 400, cpu=9_000.0, device_total=60_000.0),
               event("aten::add_", "CUDA", 2000, device_self=40_000.0)]
-    summary = gpu_check.summarise_profile(events, iterations=2, on_cuda=True)
+    summary = gpu_check_children.summarise_profile(events, iterations=2, on_cuda=True)
     assert summary["parts"] == [{"part": "s4GAN step", "calls": 1.0, "host_ms": 140.0, "device_ms": 120.0}]
     assert summary["device_busy_ms"] == 50.0  # (60 + 40) ms of kernels over 2 iterations
