@@ -154,3 +154,27 @@ def test_study_plans_the_grid_and_pairs_each_seed_with_its_baseline(tmp_path, mo
     assert "| baseline | - | - | 55.0 (50.0 / 60.0) |" in rows[-2]
     assert rows[-1].startswith("| s4GAN | 0.6 | 0.0001 | 56.0 (53.0 / 59.0) | +1.0 (+3.0 / -1.0) | 1 of 2 | 50.0% | 25.0% "
                                "| 0.90 | 0.10 |")
+
+
+def test_a_training_state_without_the_monitor_resumes(voc_root, tmp_path, capsys, monkeypatch):
+    """A latest.pth written before the monitor existed resumes; the monitor then starts afresh."""
+    argv = tiny_train_flags(voc_root, tmp_path, "--num-steps", "3", "--save-pred-every", "1", "--labeled-ratio", "0.5")
+    original_call = S4GANStep.__call__
+
+    def crash_at_2(self, iteration, **batches):
+        if iteration == 2:
+            raise RuntimeError("simulated crash")
+        return original_call(self, iteration, **batches)
+
+    monkeypatch.setattr(S4GANStep, "__call__", crash_at_2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_main(train_s4GAN.main, argv)
+    state = torch.load(tmp_path / "latest.pth", weights_only=True)
+    assert state["iteration"] == 2 and "self_training" in state["extras"]
+    del state["extras"]["self_training"]
+    torch.save(state, tmp_path / "latest.pth")
+    monkeypatch.setattr(S4GANStep, "__call__", original_call)
+    code, out, err = run_main(train_s4GAN.main, argv + ["--resume", "auto"], capsys)
+    assert code == 0, err
+    recent = torch.load(tmp_path / "latest.pth", weights_only=True)["extras"]["self_training"]["recent"]
+    assert len(recent) == 1  # afresh: iteration 2 only
