@@ -63,10 +63,7 @@ def main(argv=None):
                                         args.sgd_mode)
         optimizer_d = torch.optim.Adam(model_d.parameters(), lr=args.learning_rate_D, betas=(0.9, 0.99))
         best = BestCheckpoint(os.path.join(args.checkpoint_dir, "best.pth"), run.env)
-        step = S4GANStep(model, model_d, optimizer, optimizer_d, run.precision, num_classes=args.num_classes,
-                         ignore_label=args.ignore_label, input_size=args.input_size, lambda_fm=args.lambda_fm,
-                         lambda_st=args.lambda_st, threshold_st=args.threshold_st, device=run.env.device,
-                         d_real_norm=args.d_real_norm, channels_last=args.channels_last)
+        step = S4GANStep.from_args(args, model, model_d, optimizer, optimizer_d, run.precision, run.env.device)
         run.track(models={"model": model, "D": model_d}, optimizers={"S": optimizer, "D": optimizer_d},
                   base_lrs={"S": args.learning_rate, "D": args.learning_rate_D},
                   extras={"best": best, "self_training": step.monitor})

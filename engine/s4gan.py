@@ -117,6 +117,14 @@ class S4GANStep:
         self.device, self.d_real_norm, self.channels_last = device, d_real_norm, channels_last
         self.monitor = SelfTrainingMonitor(threshold_st)
 
+    @classmethod
+    def from_args(cls, args, model, model_d, optimizer, optimizer_d, precision, device):
+        """The step as the trainers' flags set it (both s4GAN trainers)."""
+        return cls(model, model_d, optimizer, optimizer_d, precision, num_classes=args.num_classes,
+                   ignore_label=args.ignore_label, input_size=args.input_size, lambda_fm=args.lambda_fm,
+                   lambda_st=args.lambda_st, threshold_st=args.threshold_st, device=device,
+                   d_real_norm=args.d_real_norm, channels_last=args.channels_last)
+
     def __call__(self, iteration, labeled, unlabeled, real):
         self.optimizer.zero_grad(set_to_none=True)
         self.optimizer_d.zero_grad(set_to_none=True)
