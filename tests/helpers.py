@@ -1,4 +1,5 @@
 """Running the scripts from tests, in-process (fast) or as a real subprocess."""
+import contextlib
 import os
 import subprocess
 import sys
@@ -59,3 +60,22 @@ def tiny_eval_flags(voc_root, checkpoint, save_dir, *extra):
 
 
 needs_cuda = pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@contextlib.contextmanager
+def crash_at(step_class, iteration):
+    """Inside the block, `step_class.__call__` raises RuntimeError("simulated crash") at `iteration`,
+    and the block must end in that crash; afterwards the real __call__ is back."""
+    original = step_class.__call__
+
+    def crashing(self, i, *args, **kwargs):
+        if i == iteration:
+            raise RuntimeError("simulated crash")
+        return original(self, i, *args, **kwargs)
+
+    step_class.__call__ = crashing
+    try:
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            yield
+    finally:
+        step_class.__call__ = original

@@ -26,7 +26,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader, default_collate  # noqa: E402
 
-from tests.helpers import ROOT, needs_cuda, run_main  # noqa: E402
+from tests.helpers import ROOT, crash_at, needs_cuda, run_main  # noqa: E402
 
 DEVICE = torch.device(os.environ.get("SEMISUP_CUDA_TESTS_DEVICE", "cuda"))
 if DEVICE.type == "cuda" and DEVICE.index is None:
@@ -330,7 +330,7 @@ def test_every_trainer_runs_3_iterations_on_the_device(synth, tmp_path, capsys, 
 # ---------------------------------------------------------------- checkpoints across devices
 
 @needs_cuda
-def test_checkpoint_saved_on_cuda_loads_on_cpu(synth, tmp_path, capsys, monkeypatch):
+def test_checkpoint_saved_on_cuda_loads_on_cpu(synth, tmp_path, capsys):
     """A run on CUDA stops (crash) after its state was saved; its snapshot loads into a CPU model and
     evaluates with evaluate.py --device cpu, and the run finishes on the CPU with --resume."""
     import evaluate
@@ -342,17 +342,8 @@ def test_checkpoint_saved_on_cuda_loads_on_cpu(synth, tmp_path, capsys, monkeypa
     flags[flags.index("--save-pred-every") + 1] = "1"
     flags.remove("--amp")
     flags.remove("bf16")  # float32: the CPU half of the test need not depend on the CPU's bf16 support
-    original_call = S4GANStep.__call__
-
-    def crashing(self, iteration, **batches):
-        if iteration == 2:
-            raise RuntimeError("simulated crash")
-        return original_call(self, iteration, **batches)
-
-    monkeypatch.setattr(S4GANStep, "__call__", crashing)
-    with pytest.raises(RuntimeError, match="simulated crash"):
+    with crash_at(S4GANStep, 2):
         run_main(train_s4GAN.main, flags)
-    monkeypatch.setattr(S4GANStep, "__call__", original_call)
     state = torch.load(tmp_path / "VOC_1.pth", map_location="cpu", weights_only=True)
     assert all(t.device.type == "cpu" for t in state.values())
     model = build_segmenter("resnet101", NUM_CLASSES)
@@ -409,17 +400,8 @@ def test_exact_resume_with_deterministic_algorithms(synth, tmp_path, monkeypatch
         warnings.simplefilter("always")
         code, _, _ = run_main(train_s4GAN.main, flags(tmp_path / "reference"))
         assert code == 0
-        original_call = S4GANStep.__call__
-
-        def crashing(self, iteration, **batches):
-            if iteration == 3:
-                raise RuntimeError("simulated crash")
-            return original_call(self, iteration, **batches)
-
-        monkeypatch.setattr(S4GANStep, "__call__", crashing)
-        with pytest.raises(RuntimeError, match="simulated crash"):
+        with crash_at(S4GANStep, 3):
             run_main(train_s4GAN.main, flags(tmp_path / "resumed"))
-        monkeypatch.setattr(S4GANStep, "__call__", original_call)
         assert torch.load(tmp_path / "resumed" / "latest.pth", weights_only=True)["iteration"] == 3
         code, _, _ = run_main(train_s4GAN.main, [*flags(tmp_path / "resumed"), "--resume", "auto"])
         assert code == 0

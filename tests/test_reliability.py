@@ -13,7 +13,7 @@ import evaluate
 import train_full
 import train_s4GAN
 from engine.s4gan import S4GANStep
-from tests.helpers import ROOT, expect_error, run_main, tiny_eval_flags, tiny_train_flags
+from tests.helpers import ROOT, crash_at, expect_error, run_main, tiny_eval_flags, tiny_train_flags
 from utils import checkpoint as checkpoint_module
 from utils.checkpoint import atomic_torch_save
 from utils.errors import UserError
@@ -94,19 +94,10 @@ def test_signal_part_way_then_resume_is_bit_identical(voc_root, tmp_path, refere
     assert iters == list(range(8))  # no iteration logged twice
 
 
-def test_crash_then_resume_from_the_periodic_state(voc_root, tmp_path, reference_run, monkeypatch):
-    original_call = S4GANStep.__call__
-
-    def crashing(self, iteration, **batches):
-        if iteration == 5:
-            raise RuntimeError("simulated crash")
-        return original_call(self, iteration, **batches)
-
-    monkeypatch.setattr(S4GANStep, "__call__", crashing)
-    with pytest.raises(RuntimeError, match="simulated crash"):
+def test_crash_then_resume_from_the_periodic_state(voc_root, tmp_path, reference_run):
+    with crash_at(S4GANStep, 5):
         run_main(train_s4GAN.main, s4gan_flags(voc_root, tmp_path, "--num-steps", "8", "--save-pred-every", "3"))
     assert torch.load(tmp_path / "latest.pth", weights_only=True)["iteration"] == 4
-    monkeypatch.setattr(S4GANStep, "__call__", original_call)
     code, _, _ = run_main(train_s4GAN.main, s4gan_flags(voc_root, tmp_path, "--num-steps", "8", "--save-pred-every", "3",
                                                         "--resume", "auto"))
     assert code == 0

@@ -10,7 +10,7 @@ from torch import nn
 import benchmarks.study_s4gan as study
 import train_s4GAN
 from engine.s4gan import S4GANStep, SelfTrainingMonitor, discriminator_input
-from tests.helpers import run_main, tiny_train_flags
+from tests.helpers import crash_at, run_main, tiny_train_flags
 from tests.test_s4gan_reference import B, C, CROP, batches, models
 from utils.amp import Precision
 from utils.losses import one_hot
@@ -156,24 +156,15 @@ def test_study_plans_the_grid_and_pairs_each_seed_with_its_baseline(tmp_path, mo
                                "| 0.90 | 0.10 |")
 
 
-def test_a_training_state_without_the_monitor_resumes(voc_root, tmp_path, capsys, monkeypatch):
+def test_a_training_state_without_the_monitor_resumes(voc_root, tmp_path, capsys):
     """A latest.pth written before the monitor existed resumes; the monitor then starts afresh."""
     argv = tiny_train_flags(voc_root, tmp_path, "--num-steps", "3", "--save-pred-every", "1", "--labeled-ratio", "0.5")
-    original_call = S4GANStep.__call__
-
-    def crash_at_2(self, iteration, **batches):
-        if iteration == 2:
-            raise RuntimeError("simulated crash")
-        return original_call(self, iteration, **batches)
-
-    monkeypatch.setattr(S4GANStep, "__call__", crash_at_2)
-    with pytest.raises(RuntimeError, match="simulated crash"):
+    with crash_at(S4GANStep, 2):
         run_main(train_s4GAN.main, argv)
     state = torch.load(tmp_path / "latest.pth", weights_only=True)
     assert state["iteration"] == 2 and "self_training" in state["extras"]
     del state["extras"]["self_training"]
     torch.save(state, tmp_path / "latest.pth")
-    monkeypatch.setattr(S4GANStep, "__call__", original_call)
     code, out, err = run_main(train_s4GAN.main, argv + ["--resume", "auto"], capsys)
     assert code == 0, err
     recent = torch.load(tmp_path / "latest.pth", weights_only=True)["extras"]["self_training"]["recent"]

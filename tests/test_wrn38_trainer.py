@@ -8,7 +8,7 @@ import evaluate
 import train_s4GAN_wrn38
 from model import build_segmenter
 from tests.city_fixture import make_city
-from tests.helpers import expect_error, run_main
+from tests.helpers import crash_at, expect_error, run_main
 from utils.optim import segmenter_optimizer
 
 TINY = "0.0625"
@@ -66,20 +66,11 @@ def test_train_validate_and_evaluate(city, reference, tmp_path, capsys):
     assert code == 0 and "meanIOU" in out, err
 
 
-def test_interrupted_run_resumes_bit_identically(city, reference, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_bit_identically(city, reference, tmp_path):
     from engine.s4gan import S4GANStep
-    original_call = S4GANStep.__call__
-
-    def crashing(self, iteration, **batches):
-        if iteration == 3:
-            raise RuntimeError("simulated crash")
-        return original_call(self, iteration, **batches)
-
     argv = flags(city, tmp_path, "--num-steps", "4", "--val-every", "2", "--save-pred-every", "2")
-    monkeypatch.setattr(S4GANStep, "__call__", crashing)
-    with pytest.raises(RuntimeError, match="simulated crash"):
+    with crash_at(S4GANStep, 3):
         run_main(train_s4GAN_wrn38.main, argv)
-    monkeypatch.setattr(S4GANStep, "__call__", original_call)
     assert run_main(train_s4GAN_wrn38.main, argv + ["--resume", "auto"])[0] == 0
     for name in ("VOC_4.pth", "VOC_4_D.pth", "best.pth"):
         ours = torch.load(tmp_path / "ck" / name, weights_only=True)
