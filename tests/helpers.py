@@ -79,3 +79,22 @@ def crash_at(step_class, iteration):
             yield
     finally:
         step_class.__call__ = original
+
+
+def assert_identical(a, b):
+    """Two nested states (dicts, lists, tensors, numbers) are equal to the bit: tensors of the same
+    dtype and values, everything else == (NaN equal to NaN)."""
+    import torch
+
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert_identical(a[k], b[k])
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            assert_identical(x, y)
+    else:
+        assert a == b or (a != a and b != b)

@@ -26,7 +26,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader, default_collate  # noqa: E402
 
-from tests.helpers import ROOT, crash_at, needs_cuda, run_main  # noqa: E402
+from tests.helpers import ROOT, assert_identical, crash_at, needs_cuda, run_main  # noqa: E402
 
 DEVICE = torch.device(os.environ.get("SEMISUP_CUDA_TESTS_DEVICE", "cuda"))
 if DEVICE.type == "cuda" and DEVICE.index is None:
@@ -422,8 +422,8 @@ def test_exact_resume_with_deterministic_algorithms(synth, tmp_path, monkeypatch
     a, b = final(tmp_path / "resumed"), final(tmp_path / "reference")
     assert sorted(a["losses"]) == sorted(b["losses"]) == [0, 1, 2, 3]  # no iteration logged twice
     assert a["iteration"] == b["iteration"] == 4
-    assert_equal(a["streams"], b["streams"])
-    assert_equal(a["rng"], b["rng"])
+    assert_identical(a["streams"], b["streams"])
+    assert_identical(a["rng"], b["rng"])
     differences = {}
     for part in ("model", "D"):
         for key in a[part]:
@@ -445,25 +445,10 @@ def test_exact_resume_with_deterministic_algorithms(synth, tmp_path, monkeypatch
 
 def equal(a, b):
     try:
-        assert_equal(a, b)
+        assert_identical(a, b)
         return True
     except AssertionError:
         return False
-
-
-def assert_equal(a, b):
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys()
-        for k in a:
-            assert_equal(a[k], b[k])
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b)
-        for x, y in zip(a, b):
-            assert_equal(x, y)
-    else:
-        assert a == b
 
 
 # ---------------------------------------------------------------- SyncBatchNorm and NCCL (last: a hang here

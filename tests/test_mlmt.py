@@ -18,7 +18,7 @@ from data.multilabel import ClassifierImages, ImageLabels, normalize_images
 from data.splits import save_permutation
 from engine import mlmt, options, setup
 from engine.mlmt import MLMTStep
-from tests.helpers import crash_at, expect_error, run_main, tiny_eval_flags, tiny_train_flags
+from tests.helpers import assert_identical, crash_at, expect_error, run_main, tiny_eval_flags, tiny_train_flags
 from tests.voc_fixture import make_voc, write_label
 from utils.distributed import Env
 
@@ -65,21 +65,6 @@ def output_files(out):
 def final_state(out):
     state = torch.load(os.path.join(out, "latest.pth"), weights_only=True)
     return {k: state[k] for k in ("model", "modules", "optimizers", "extras", "streams", "iteration")}
-
-
-def assert_same(a, b):
-    if isinstance(a, torch.Tensor):
-        assert a.dtype == b.dtype and torch.equal(a, b)
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys()
-        for k in a:
-            assert_same(a[k], b[k])
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b)
-        for x, y in zip(a, b):
-            assert_same(x, y)
-    else:
-        assert a == b or (a != a and b != b)
 
 
 @pytest.fixture(scope="module")
@@ -430,7 +415,7 @@ def test_crash_then_resume_gives_identical_files(voc, reference, tmp_path):
     code, _, _ = run_main(train_mlmt.main, mlmt_flags(voc, tmp_path, "--resume", "auto"))
     assert code == 0
     assert output_files(tmp_path) == output_files(reference)
-    assert_same(final_state(tmp_path), final_state(reference))
+    assert_identical(final_state(tmp_path), final_state(reference))
 
 
 @pytest.mark.parametrize("at", [1, ITERS_PER_EPOCH - 1])
@@ -454,7 +439,7 @@ def test_sigterm_then_resume_auto_gives_identical_files(voc, reference, tmp_path
     code, out, _ = run_main(train_mlmt.main, mlmt_flags(voc, tmp_path, "--resume", "auto"), capsys)
     assert code == 0 and f"at iteration {at + 1}" in out
     assert output_files(tmp_path) == output_files(reference)
-    assert_same(final_state(tmp_path), final_state(reference))
+    assert_identical(final_state(tmp_path), final_state(reference))
     iters = [r["iter"] for r in map(json.loads, open(tmp_path / "metrics.jsonl")) if "loss_class" in r]
     assert iters == list(range(EPOCHS * ITERS_PER_EPOCH))  # none logged twice
 

@@ -13,7 +13,7 @@ import evaluate
 import train_full
 import train_s4GAN
 from engine.s4gan import S4GANStep
-from tests.helpers import ROOT, crash_at, expect_error, run_main, tiny_eval_flags, tiny_train_flags
+from tests.helpers import ROOT, assert_identical, crash_at, expect_error, run_main, tiny_eval_flags, tiny_train_flags
 from utils import checkpoint as checkpoint_module
 from utils.checkpoint import atomic_torch_save
 from utils.errors import UserError
@@ -22,21 +22,6 @@ from utils.errors import UserError
 def s4gan_flags(voc_root, ckpt, *extra):
     return tiny_train_flags(voc_root, ckpt, "--labeled-ratio", "0.5", "--random-scale", "--random-mirror",
                             "--log-every", "1", *extra)
-
-
-def assert_same_tensors(a, b):
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys()
-        for k in a:
-            assert_same_tensors(a[k], b[k])
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b)
-        for x, y in zip(a, b):
-            assert_same_tensors(x, y)
-    else:
-        assert a == b
 
 
 def final_files(ckpt, steps):
@@ -61,7 +46,7 @@ def test_same_seed_is_bit_identical_whatever_the_number_of_workers(voc_root, tmp
     code, _, _ = run_main(train_s4GAN.main, s4gan_flags(voc_root, ckpt, "--num-steps", "8", "--save-pred-every", "3",
                                                         "--num-workers", "2"))
     assert code == 0
-    assert_same_tensors(final_files(ckpt, 8), reference_run)
+    assert_identical(final_files(ckpt, 8), reference_run)
     other = tmp_path / "seed"
     code, _, _ = run_main(train_s4GAN.main, s4gan_flags(voc_root, other, "--num-steps", "1", "--random-seed", "7"))
     first = torch.load(other / "VOC_1.pth", weights_only=True)
@@ -89,7 +74,7 @@ def test_signal_part_way_then_resume_is_bit_identical(voc_root, tmp_path, refere
     code, _, _ = run_main(train_s4GAN.main, s4gan_flags(voc_root, ckpt, "--num-steps", "8", "--save-pred-every", "3",
                                                         "--resume", "auto"))
     assert code == 0
-    assert_same_tensors(final_files(ckpt, 8), reference_run)
+    assert_identical(final_files(ckpt, 8), reference_run)
     iters = [int(line.split('"iter": ')[1].split(",")[0]) for line in open(ckpt / "metrics.jsonl")]
     assert iters == list(range(8))  # no iteration logged twice
 
@@ -101,7 +86,7 @@ def test_crash_then_resume_from_the_periodic_state(voc_root, tmp_path, reference
     code, _, _ = run_main(train_s4GAN.main, s4gan_flags(voc_root, tmp_path, "--num-steps", "8", "--save-pred-every", "3",
                                                         "--resume", "auto"))
     assert code == 0
-    assert_same_tensors(final_files(tmp_path, 8), reference_run)
+    assert_identical(final_files(tmp_path, 8), reference_run)
 
 
 def test_resume_refuses_flags_that_change_the_run(voc_root, tmp_path, capsys):
