@@ -10,15 +10,12 @@ Reports the median seconds per iteration over the timed iterations after warm-up
 CUDA), images per second, peak memory, and the share of time spent waiting for data.
 """
 import argparse
-import json
 import os
-import sys
 
 import numpy as np
 import torch
 
-from common import (configurations, data_dir_or_synthetic, device_name, median, peak_memory_mb, reset_peak,
-                    run_configs, sync, timer)
+from common import bench_main, data_dir_or_synthetic, device_name, median, peak_memory_mb, reset_peak, sync, timer
 
 
 def parse(argv):
@@ -109,14 +106,7 @@ def run_one(args, amp, channels_last):
 
 
 def main(argv=None):
-    args = parse(argv)
-    if args.one:
-        amp, channels_last = args.one.split(",")
-        print(json.dumps(run_one(args, amp, channels_last == "1")), flush=True)
-        return
-    configs = [(a, c == "on") for a, c in configurations(args.amp, args.channels_last)]
-    base = [a for a in (argv if argv is not None else sys.argv[1:])]
-    run_configs(os.path.abspath(__file__), base, configs)
+    bench_main(__file__, parse(argv), argv, run_one)
 
 
 if __name__ == "__main__":

@@ -64,6 +64,17 @@ def run_configs(script, base_argv, configs, suffix=""):
             print(lines[-1], flush=True)
 
 
+def bench_main(script, args, argv, run_one):
+    """A benchmark's main(): with --one amp,channels_last, measure that configuration here and print
+    its JSON line; otherwise run every --amp x --channels-last configuration in its own process."""
+    if args.one:
+        amp, channels_last = args.one.split(",")
+        print(json.dumps(run_one(args, amp, channels_last == "1")), flush=True)
+        return
+    configs = [(a, c == "on") for a, c in configurations(args.amp, args.channels_last)]
+    run_configs(os.path.abspath(script), list(argv if argv is not None else sys.argv[1:]), configs)
+
+
 def configurations(amps, layouts):
     return [(a, c) for a in amps.split(",") for c in (layouts.split(","))]
 
