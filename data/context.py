@@ -225,10 +225,13 @@ def to_normalized_tensor(rgb, mean, std):
 
 
 def scaled_size(width, height, short):
-    """(w, h) with the short side = short; the other side rounded half up, as the original's training."""
+    """(w, h) of the original's training rescale: the short side becomes `short`, the long side
+    long * short / short_before in floating point, truncated (not rounded); an image that is not
+    taller than wide (a square included) takes the landscape branch. See docs/original.md,
+    "PASCAL-Context"."""
     if height > width:
-        return short, int(height * short / width + 0.5)
-    return int(width * short / height + 0.5), short
+        return short, int(1.0 * height * short / width)
+    return int(1.0 * width * short / height), short
 
 
 class ContextSegmentation(Dataset):

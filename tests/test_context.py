@@ -268,7 +268,7 @@ def test_train_item_is_the_original_pipeline(context_root):
             img, mask = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT), mask.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         short = int(rng.integers(252, 1011))
         w, h = img.size
-        size = (int(w * short / h + 0.5), short) if w >= h else (short, int(h * short / w + 0.5))
+        size = ctx.scaled_size(w, h, short)  # checked against hand-worked values below
         img, mask = img.resize(size, Image.BILINEAR), mask.resize(size, Image.NEAREST)
         padded_w, padded_h = max(size[0], 280), max(size[1], 300)
         canvas, canvas_mask = Image.new("RGB", (padded_w, padded_h)), Image.new("L", (padded_w, padded_h))
@@ -283,6 +283,19 @@ def test_train_item_is_the_original_pipeline(context_root):
         assert np.array_equal(image, normalize(img).numpy()), key
         assert np.array_equal(label, np.asarray(mask)), key
     assert seen_blur == {True, False}
+
+
+@pytest.mark.parametrize("width, height, short, expected", [
+    (500, 334, 253, (378, 253)),   # 500 * 253 / 334 = 378.74: truncated, not rounded to 379
+    (334, 500, 253, (253, 378)),   # portrait: the same numbers on the other side
+    (500, 375, 321, (428, 321)),   # 500 * 321 / 375 = 428 exactly
+    (400, 400, 300, (300, 300)),   # square: the landscape branch, 400 * 300 / 400 = 300
+    (353, 500, 1010, (1010, 1430)),  # 500 * 1010 / 353 = 1430.59 -> 1430
+    (500, 281, 252, (448, 252)),   # 500 * 252 / 281 = 448.40 -> 448
+])
+def test_training_rescale_truncates_the_long_side(width, height, short, expected):
+    """The original's long = int(1.0 * long * short / short_before), values worked out by hand."""
+    assert ctx.scaled_size(width, height, short) == expected
 
 
 def test_small_images_pad_with_background_not_ignore(context_root):
