@@ -1,0 +1,159 @@
+"""Inputs both codes read (datasets in the original's on-disk layouts, built here), and comparisons."""
+import json
+import os
+import pickle
+
+import numpy as np
+import torch
+from PIL import Image
+
+from data.cityscapes import VALID_LABEL_IDS, VOID_LABEL_IDS
+from data.context import map_category_ids
+from tests.context_fixture import label_map
+from tests.voc_fixture import make_voc
+
+# VOC: training images larger and smaller than the 321 crop (both paths: crop, and pad then crop);
+# validation images up to 500 px, as VOC's (the evaluation pads them to 505).
+VOC_TRAIN_SIZES = ((360, 420), (330, 480), (300, 340), (350, 350), (280, 420), (420, 300))
+VOC_VAL_SIZES = ((375, 500), (500, 333), (281, 500))
+# PASCAL-Context (VOC 2010 shapes): landscape, portrait, square, and sizes whose rescale truncates.
+CONTEXT_TRAIN = (("2008_000002", (375, 500)), ("2008_000123", (500, 334)), ("2009_000010", (400, 400)),
+                 ("2009_000200", (281, 500)), ("2010_000045", (333, 500)))
+CONTEXT_VAL = (("2008_000007", (500, 353)), ("2010_000001", (334, 500)))
+# Cityscapes at its real size (the pipelines halve it): 4 training, 2 validation images, in cities
+# whose names do not sort in the order os.walk may list them.
+CITY_SIZE = (1024, 2048)
+CITY_TRAIN = {"zurich": 2, "aachen": 1, "bremen": 1}
+CITY_VAL = {"munster": 1, "frankfurt": 1}
+# labelIds a real gtFine_labelIds.png holds: the table's ids except -1 (license plates are not drawn)
+CITY_LABEL_BYTES = tuple(sorted(i for i in VALID_LABEL_IDS + VOID_LABEL_IDS if i >= 0))
+
+
+def write_split(path, n, seed):
+    """A split permutation in the original's format (pickled int64 array)."""
+    with open(path, "wb") as f:
+        pickle.dump(np.random.default_rng(seed).permutation(n).astype(np.int64), f, protocol=3)
+    return path
+
+
+def make_voc_data(root):
+    make_voc(root, sizes_train=VOC_TRAIN_SIZES, sizes_val=VOC_VAL_SIZES, seed=3)
+    write_split(os.path.join(root, "split.pkl"), len(VOC_TRAIN_SIZES), seed=5)
+    return root
+
+
+def smooth_image(rng, h, w, cells=(16, 32)):
+    """A random RGB image of soft blobs (compresses well, unlike noise; resizing it is not trivial)."""
+    small = Image.fromarray(rng.integers(0, 256, (cells[0], cells[1], 3), dtype=np.uint8))
+    noise = rng.integers(-12, 13, (h, w, 3))
+    return np.clip(np.asarray(small.resize((w, h), Image.BILINEAR)).astype(np.int64) + noise, 0, 255).astype(np.uint8)
+
+
+def blocks(rng, h, w, values, cells=(8, 16)):
+    grid = np.asarray(values)[rng.integers(0, len(values), cells)]
+    return grid.repeat(h // cells[0], 0).repeat(w // cells[1], 1)
+
+
+def make_city_data(root, seed=0):
+    """leftImg8bit/ and gtFine_trainvaltest/gtFine/ (the original's layout) at 2048x1024."""
+    rng = np.random.default_rng(seed)
+    h, w = CITY_SIZE
+    for split, cities in (("train", CITY_TRAIN), ("val", CITY_VAL)):
+        for city, count in cities.items():
+            for folder in ("leftImg8bit", os.path.join("gtFine_trainvaltest", "gtFine")):
+                os.makedirs(os.path.join(root, folder, split, city), exist_ok=True)
+            for k in range(count):
+                frame = f"{city}_{k:06d}_000019"
+                Image.fromarray(smooth_image(rng, h, w)).save(
+                    os.path.join(root, "leftImg8bit", split, city, frame + "_leftImg8bit.png"), compress_level=1)
+                Image.fromarray(blocks(rng, h, w, CITY_LABEL_BYTES).astype(np.uint8)).save(
+                    os.path.join(root, "gtFine_trainvaltest", "gtFine", split, city, frame + "_gtFine_labelIds.png"))
+    write_split(os.path.join(root, "split.pkl"), sum(CITY_TRAIN.values()), seed=7)
+    return root
+
+
+def make_context_data(root, seed=0):
+    """pcontext_dataset/ as the original reads it: JPEGImages/, the mask caches train.pth / val.pth
+    (id -> PIL mask of 0..59), and trainval_merged.json listing each split's images."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(os.path.join(root, "JPEGImages"), exist_ok=True)
+    images = []
+    for split, items in (("train", CONTEXT_TRAIN), ("val", CONTEXT_VAL)):
+        masks = {}
+        for name, (h, w) in items:
+            Image.fromarray(smooth_image(rng, h, w)).save(os.path.join(root, "JPEGImages", name + ".jpg"), quality=95)
+            image_id = int(name.replace("_", ""))
+            masks[image_id] = Image.fromarray(map_category_ids(label_map(rng, h, w)))
+            images.append({"image_id": image_id, "file_name": name + ".jpg", "phase": split, "height": h, "width": w})
+        torch.save(masks, os.path.join(root, f"{split}.pth"))
+    with open(os.path.join(root, "trainval_merged.json"), "w") as f:
+        json.dump({"images": images}, f)
+    write_split(os.path.join(root, "split.pkl"), len(CONTEXT_TRAIN), seed=9)
+    return root
+
+
+def make_mlmt_data(root, num_train=8, num_val=3, num_classes=21, seed=0):
+    """The original's MLMT layout: train/ and val/ images, train_img.txt / train_label.txt (rows of
+    0/1, foreground classes first, background last) and the same for val."""
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", num_train), ("val", num_val)):
+        os.makedirs(os.path.join(root, split), exist_ok=True)
+        names, rows = [], []
+        for k in range(count):
+            name = f"2008_{split}_{k:04d}.jpg"
+            h, w = int(rng.integers(200, 400)), int(rng.integers(200, 400))
+            Image.fromarray(smooth_image(rng, h, w, (8, 8))).save(os.path.join(root, split, name), quality=95)
+            row = (rng.random(num_classes) < 0.2).astype(int)
+            row[-1] = 1  # background, always present
+            names.append(name)
+            rows.append(row)
+        with open(os.path.join(root, f"{split}_img.txt"), "w") as f:
+            f.writelines(n + "\n" for n in names)
+        np.savetxt(os.path.join(root, f"{split}_label.txt"), np.asarray(rows), fmt="%d")
+    write_split(os.path.join(root, "split.pkl"), num_train, seed=11)
+    return root
+
+
+def linked_workdir(folder, links):
+    """A working directory for the original, which reads ./data/<...> and ./pretrained_models/<...>."""
+    os.makedirs(folder, exist_ok=True)
+    for rel, target in links.items():
+        path = os.path.join(folder, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if not os.path.lexists(path):
+            os.symlink(os.path.abspath(target), path)
+    return folder
+
+
+# ------------------------------------------------------------------------------------------------
+# Comparisons
+
+def as_array(x):
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().double().numpy()
+    return np.asarray(x, np.float64)
+
+
+def max_abs(a, b):
+    a, b = as_array(a), as_array(b)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return float(np.abs(a - b).max()) if a.size else 0.0
+
+
+def relative(a, b):
+    """max |a - b| over max |b|: the difference relative to the tensor's scale."""
+    scale = float(np.abs(as_array(b)).max()) if as_array(b).size else 0.0
+    diff = max_abs(a, b)
+    return diff / scale if scale > 0 else diff
+
+
+def worst_of(ours, theirs, measure=relative):
+    """(worst value, its key) over the common keys of two {name: tensor} dicts; the key sets must match."""
+    assert set(ours) == set(theirs), (sorted(set(ours) ^ set(theirs))[:5])
+    values = {k: measure(ours[k], theirs[k]) for k in ours}
+    key = max(values, key=values.get) if values else None
+    return (values[key] if key else 0.0), key
+
+
+def fmt(value):
+    return "0 (identical)" if value == 0 else f"{value:.2e}"

@@ -1,0 +1,121 @@
+"""Crosscheck: our code next to the authors', both executed on the same tiny inputs.
+
+    python -m pytest -m original --original /path/to/semisup-semseg     (or SEMISUP_ORIGINAL=PATH)
+
+The authors' code runs in a process of its own (driver.py, with the compatibility shims of
+shims.py); nothing of it is copied here. Without a checkout every test in this folder skips with one
+line, and `make test` (CI) does not select them. Each check adds a row (pipeline, what was compared,
+the worst difference) to the table printed at the end and written to .pytest_cache/d/crosscheck/crosscheck.md.
+"""
+import datetime
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from data.context_prepare import prepare
+from tests.crosscheck.common import make_city_data, make_context_data, make_voc_data
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROWS = []
+
+
+@pytest.fixture(scope="session")
+def voc(tmp_path_factory):
+    return make_voc_data(str(tmp_path_factory.mktemp("voc")))
+
+
+@pytest.fixture(scope="session")
+def city(tmp_path_factory):
+    return make_city_data(str(tmp_path_factory.mktemp("city")))
+
+
+@pytest.fixture(scope="session")
+def context(tmp_path_factory):
+    root = make_context_data(str(tmp_path_factory.mktemp("pcontext_dataset")))
+    prepare(root, log=lambda *_: None)  # our layout next to the original's caches, lists in cache order
+    return root
+
+
+@pytest.fixture(scope="session")
+def no_weights(tmp_path_factory):
+    """A --restore-from for the original trainers that matches nothing (they copy by name and shape)."""
+    path = str(tmp_path_factory.mktemp("weights") / "empty.pth")
+    torch.save({}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def original(request):
+    """The checkout's path; the test skips without one, and fails on a folder that is not one."""
+    path = request.config.getoption("--original") or os.environ.get("SEMISUP_ORIGINAL")
+    if not path:
+        pytest.skip("needs a checkout of the authors' code: --original PATH or SEMISUP_ORIGINAL=PATH "
+                    "(git clone https://github.com/sud0301/semisup-semseg)")
+    if not os.path.isfile(os.path.join(path, "train_s4GAN.py")):
+        pytest.fail(f"--original {path}: no train_s4GAN.py there; give a checkout of sud0301/semisup-semseg")
+    return os.path.abspath(path)
+
+
+def run_original(checkout, task, spec, folder, timeout=3600):
+    """Run one task of driver.py on the checkout; returns what it recorded."""
+    os.makedirs(folder, exist_ok=True)
+    in_path, out_path = os.path.join(folder, f"{task}.in.pt"), os.path.join(folder, f"{task}.out.pt")
+    torch.save(portable({"threads": torch.get_num_threads(), **spec}), in_path)
+    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()), PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, os.path.join(HERE, "driver.py"), checkout, task, in_path, out_path],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+    if proc.returncode != 0:
+        pytest.fail(f"the original's code failed in task {task}:\n{proc.stderr[-4000:]}")
+    result = torch.load(out_path, weights_only=False)
+    os.remove(out_path)
+    return result
+
+
+def portable(obj):
+    """Named tuples (draws.Draw) as plain tuples: the driver cannot import this package."""
+    if isinstance(obj, tuple):
+        return tuple(portable(o) for o in obj)
+    if isinstance(obj, list):
+        return [portable(o) for o in obj]
+    if isinstance(obj, dict):
+        return {k: portable(v) for k, v in obj.items()}
+    return obj
+
+
+@pytest.fixture
+def report():
+    """report(pipeline, compared, worst, ok): one row of the table."""
+    def add(pipeline, compared, worst, ok):
+        ROWS.append((pipeline, compared, worst, "agrees" if ok else "DIFFERS"))
+        return ok
+    return add
+
+
+def checkout_commit(config):
+    path = config.getoption("--original") or os.environ.get("SEMISUP_ORIGINAL")
+    try:
+        return subprocess.run(["git", "-C", path, "log", "-1", "--format=%h (%cs)"], capture_output=True,
+                              text=True, timeout=10).stdout.strip() or "unknown"
+    except Exception:
+        return "unknown"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if not ROWS:
+        return
+    header = ("pipeline", "what was compared", "worst difference", "")
+    lines = [f"Crosscheck against the authors' code {checkout_commit(config)}, {datetime.date.today()}:", "",
+             "| " + " | ".join(header) + " |", "|---|---|---|---|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in ROWS]
+    terminalreporter.write_sep("=", "crosscheck")
+    for line in lines:
+        terminalreporter.write_line(line)
+    folder = config.cache.mkdir("crosscheck") if config.cache is not None else None
+    if folder is not None:
+        path = os.path.join(str(folder), "crosscheck.md")
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        terminalreporter.write_line(f"(also in {path})")

@@ -1,0 +1,118 @@
+"""What the authors' code needs to run on today's stack, and nothing more. Imported by driver.py only,
+in its own process, before any of the authors' modules.
+
+The authors wrote for PyTorch 0.4, NumPy < 1.24 and SciPy < 1.2 on CUDA. Each shim below restores one
+removed API with the old behaviour, written here from its documented semantics:
+
+- `np.int` (an alias of the builtin int, removed in NumPy 1.24);
+- `scipy.misc.imread` / `imresize` / `imsave` (removed in SciPy 1.2/1.3; they were PIL underneath:
+  imread = PIL open with palette images converted to RGB(A); imresize = PIL resize of the array as an
+  image of its mode, size given as (rows, cols); imsave = PIL save);
+- `.cuda()` on tensors and modules: a no-op, so the code runs on the CPU (nn.DataParallel over no
+  GPU calls its module directly and keeps the `module.` key prefix);
+- `torch.load` without `weights_only` (PyTorch >= 2.6 defaults to True; the original's Context mask
+  caches hold PIL images);
+- `detail`, the Detail API the Context loader imports: a stand-in that lists the images of a split
+  from the annotation json (`images`, each with `image_id`, `file_name`, `phase`); masks come from
+  the loader's cache files, as in every run after the first;
+- `model.deeplabv3` and `data.ade20k_dataset`, which `train_s4GAN_wrn38.py` imports but the
+  repository lacks: the first is the repository's own model/deeplabv3p.py, the second a stub that
+  refuses to be used.
+"""
+import json
+import os
+import sys
+import types
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def _imread(path, flatten=False, mode=None):
+    image = Image.open(path)
+    if mode is not None:
+        image = image.convert(mode)
+    elif image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if flatten:
+        image = image.convert("F")
+    return np.array(image)
+
+
+def _toimage(array, mode=None):
+    array = np.asarray(array)
+    if mode == "F":
+        return Image.fromarray(array.astype(np.float32))  # a 2-D float32 array is mode F
+    if array.dtype != np.uint8:
+        raise NotImplementedError("the shim only converts uint8 images and mode='F' arrays, as the original uses")
+    return Image.fromarray(array)
+
+
+_RESAMPLE = {"nearest": Image.NEAREST, "lanczos": Image.LANCZOS, "bilinear": Image.BILINEAR,
+             "bicubic": Image.BICUBIC, "cubic": Image.BICUBIC}
+
+
+def _imresize(array, size, interp="bilinear", mode=None):
+    image = _toimage(array, mode)
+    if isinstance(size, (int, float)) and not isinstance(size, tuple):
+        raise NotImplementedError("the shim takes (rows, cols) sizes only, as the original uses")
+    rows, cols = size
+    return np.array(image.resize((cols, rows), resample=_RESAMPLE[interp]))
+
+
+def _imsave(path, array):
+    _toimage(array).save(path)
+
+
+class _Detail:
+    """Stand-in for detail.Detail(annotation_file, image_folder, phase): getImgs() and img_folder."""
+
+    def __init__(self, annotation_file, image_folder, phase):
+        with open(annotation_file) as f:
+            images = json.load(f)["images"]
+        self.img_folder = image_folder
+        self._images = [dict(image) for image in images if image["phase"] == phase]
+
+    def getImgs(self):
+        return [dict(image) for image in self._images]
+
+    def getMask(self, image):
+        raise RuntimeError("the Detail stand-in has no masks: give the loader its cache file")
+
+
+def install(checkout):
+    """Apply the shims and put the checkout first on sys.path."""
+    np.int = int
+    misc = types.ModuleType("scipy.misc")
+    misc.imread, misc.imresize, misc.imsave = _imread, _imresize, _imsave
+    import scipy
+    scipy.misc = misc
+    sys.modules["scipy.misc"] = misc
+
+    torch.Tensor.cuda = lambda self, *args, **kwargs: self
+    torch.nn.Module.cuda = lambda self, *args, **kwargs: self
+
+    load = torch.load
+
+    def load_without_weights_only(*args, **kwargs):
+        kwargs.setdefault("weights_only", False)
+        return load(*args, **kwargs)
+
+    torch.load = load_without_weights_only
+
+    detail = types.ModuleType("detail")
+    detail.Detail = _Detail
+    sys.modules["detail"] = detail
+
+    sys.path.insert(0, os.path.abspath(checkout))
+    import model.deeplabv3p
+    sys.modules["model.deeplabv3"] = model.deeplabv3p
+    ade = types.ModuleType("data.ade20k_dataset")
+
+    class ADE20K:
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError("data/ade20k_dataset.py is not in the authors' repository")
+
+    ade.ADE20K = ADE20K
+    sys.modules["data.ade20k_dataset"] = ade
