@@ -157,3 +157,19 @@ def worst_of(ours, theirs, measure=relative):
 
 def fmt(value):
     return "0 (identical)" if value == 0 else f"{value:.2e}"
+
+
+def write_wrn38_imagenet(path, trunk_state):
+    """The ImageNet WRN-38 file as the original's wrn38() loads it (strictly, into a DataParallel):
+    {'state_dict': {'module.<name>': tensor}}, the trunk's tensors plus the classification network's
+    end (bn_out, classifier.fc over 1000 classes), here filled with arbitrary values."""
+    state = {f"module.{k}": v for k, v in trunk_state.items()}
+    channels = trunk_state["mod7.block1.convs.conv3.weight"].shape[0]
+    state.update({"module.bn_out.0.weight": torch.ones(channels), "module.bn_out.0.bias": torch.zeros(channels),
+                  "module.bn_out.0.running_mean": torch.zeros(channels),
+                  "module.bn_out.0.running_var": torch.ones(channels),
+                  "module.bn_out.0.num_batches_tracked": torch.tensor(0),
+                  "module.classifier.fc.weight": torch.zeros(1000, channels), "module.classifier.fc.bias": torch.zeros(1000)})
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    torch.save({"state_dict": state}, path)
+    return path

@@ -197,11 +197,8 @@ def mlmt_items(spec):
                                                 "unlabeled": np.asarray(unlab.sampler.indices)}}
 
 
-class Wrapped(list):
-    """Every nn.DataParallel the script creates, in order (the s4GAN trainers: S, then D)."""
-
-
-WRAPPED = Wrapped()
+WRAPPED = []  # every nn.DataParallel the script creates, in order: the s4GAN trainers' S and D are the
+# last two (the WRN-38 trunk wraps itself in one while it loads its ImageNet file)
 
 
 class RegisteringDataParallel(torch.nn.DataParallel):
@@ -227,7 +224,11 @@ def recording_optimizer(base, log, names_of, apply_step):
                     if id(p) not in seen and p.grad is not None:
                         grads[names[id(p)]] = p.grad.detach().clone()
                     seen.add(id(p))
-            entry = {"lr": [g["lr"] for g in self.param_groups], "grads": grads}
+            repeats = {}
+            for group in self.param_groups:
+                for p in group["params"]:
+                    repeats[names[id(p)]] = repeats.get(names[id(p)], 0) + 1
+            entry = {"lr": [g["lr"] for g in self.param_groups], "grads": grads, "repeats": repeats}
             if apply_step:
                 super().step(closure)
                 entry["after"] = {names[id(p)]: p.detach().clone()
@@ -242,58 +243,71 @@ def s4gan(spec):
     """Iterations of train_s4GAN.py / train_s4GAN_wrn38.py's loop on the test's batches.
 
     spec: script, argv, passes (the batches of loaders 0, 1, 2), rng_states (the global torch RNG
-    state at the start of each iteration on our side: the same dropout masks), step_s (False: S's
+    state at the start of each iteration on our side: the same dropout masks), start_states (optional,
+    {iteration: {'S': state, 'D': state}}: weights to start that iteration from), step_s (False: S's
     gradients are recorded but its update is skipped; PyTorch 0.4's update over the repeated lists
-    cannot be run today)."""
+    cannot be run today). Returns one record per iteration: the values loss_calc returned (L_ce,
+    then L_st when it is used), find_good_maps' count and D scores, D's outputs of each call, the
+    tensors backward() was called on (L_S, L_D), each optimizer's gradients, learning rates and
+    parameters after its step; and the states of S and D before the first and after the last."""
     torch.nn.DataParallel = RegisteringDataParallel
     mod = import_script(spec["script"], spec["argv"])
     loaders = Loaders(spec["passes"])
     mod.data = loaders.namespace()
-    record = {"sgd": [], "adam": [], "loss_calc": [], "selected": [], "d_calls": [], "backward": [],
-              "validate_at": [], "iteration_starts": []}
-    names_s = lambda: parameter_names(WRAPPED[0])  # noqa: E731
-    names_d = lambda: parameter_names(WRAPPED[1])  # noqa: E731
-    mod.optim = types.SimpleNamespace(
-        SGD=recording_optimizer(torch.optim.SGD, record["sgd"], names_s, spec["step_s"]),
-        Adam=recording_optimizer(torch.optim.Adam, record["adam"], names_d, True))
-    states = list(spec["rng_states"])
+    iterations, record = [], {"validate_after": []}
 
+    def now():
+        return iterations[-1]
+
+    class Log:  # what recording_optimizer appends to: the current iteration's entry
+        def __init__(self, key):
+            self.key = key
+
+        def append(self, entry):
+            now()[self.key] = entry
+
+    mod.optim = types.SimpleNamespace(
+        SGD=recording_optimizer(torch.optim.SGD, Log("sgd"), lambda: parameter_names(WRAPPED[-2]), spec["step_s"]),
+        Adam=recording_optimizer(torch.optim.Adam, Log("adam"), lambda: parameter_names(WRAPPED[-1]), True))
     adjust = mod.adjust_learning_rate
 
     def adjust_learning_rate(optimizer, i_iter):  # the first thing of every iteration
-        record["iteration_starts"].append(i_iter)
-        torch.set_rng_state(states[i_iter])
         if i_iter == 0:
-            record["initial"] = {"S": bare(WRAPPED[0].state_dict()), "D": bare(WRAPPED[1].state_dict())}
+            record["initial"] = {"S": bare(WRAPPED[-2].state_dict()), "D": bare(WRAPPED[-1].state_dict())}
+        iterations.append({"iteration": i_iter, "loss_calc": [], "d_calls": [], "backward": []})
+        torch.set_rng_state(spec["rng_states"][i_iter])
+        start = spec.get("start_states", {}).get(i_iter)
+        if start is not None:  # the iteration starts from our weights (and BN statistics)
+            WRAPPED[-2].module.load_state_dict(start["S"])
+            WRAPPED[-1].module.load_state_dict(start["D"])
         return adjust(optimizer, i_iter)
 
     mod.adjust_learning_rate = adjust_learning_rate
     loss_calc = mod.loss_calc
-    mod.loss_calc = lambda pred, label, gpu: _keep(record["loss_calc"], loss_calc(pred, label, gpu))
+    mod.loss_calc = lambda pred, label, gpu: _keep(now()["loss_calc"], loss_calc(pred, label, gpu))
     find_good_maps = mod.find_good_maps
 
     def find_good_maps_recorded(d_outs, pred_all):
         result = find_good_maps(d_outs, pred_all)
-        record["selected"].append({"count": result[2], "scores": d_outs.detach().clone(),
-                                   "pseudo_labels": result[1].clone() if result[2] else None})
+        now()["selected"] = {"count": result[2], "scores": d_outs.detach().clone()}
         return result
 
     mod.find_good_maps = find_good_maps_recorded
-    if hasattr(mod, "validate"):
-        mod.validate = lambda *args: (record["validate_at"].append(record["iteration_starts"][-1]), (0.0, 0))[1]
+    if hasattr(mod, "validate"):  # its get_iou call has the wrong signature: record when it would run
+        mod.validate = lambda *args: (record["validate_after"].append(now()["iteration"]), (0.0, 0))[1]
     real_forward = RegisteringDataParallel.forward
 
     def forward_recorded(self, *inputs, **kwargs):
         out = real_forward(self, *inputs, **kwargs)
-        if self is WRAPPED[1]:
-            record["d_calls"].append(tuple(o.detach().clone() for o in out))
+        if self is WRAPPED[-1]:
+            now()["d_calls"].append(tuple(o.detach().clone() for o in out))
         return out
 
     RegisteringDataParallel.forward = forward_recorded
     real_backward = torch.Tensor.backward
 
     def backward(self, *args, **kwargs):
-        record["backward"].append(self.detach().clone())
+        now()["backward"].append(self.detach().clone())
         return real_backward(self, *args, **kwargs)
 
     torch.Tensor.backward = backward
@@ -301,9 +315,8 @@ def s4gan(spec):
     with contextlib.redirect_stdout(stdout):
         mod.main()
     torch.Tensor.backward = real_backward
-    record["stdout"] = stdout.getvalue()
-    record["sampler_indices"] = loaders.sampler_indices
-    record["final"] = {"S": bare(WRAPPED[0].state_dict()), "D": bare(WRAPPED[1].state_dict())}
+    record.update(iterations=iterations, stdout=stdout.getvalue(), sampler_indices=loaders.sampler_indices,
+                  final={"S": bare(WRAPPED[-2].state_dict()), "D": bare(WRAPPED[-1].state_dict())})
     return record
 
 
