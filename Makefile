@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo clean-venv
+.PHONY: test demo crosscheck clean-venv
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -11,7 +11,11 @@ $(STAMP): requirements.txt requirements-dev.txt
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q tests
+	$(VENV)/bin/python -m pytest -q tests -m "not original"
+
+# The authors' code executed beside ours (docs/original.md): make crosscheck ORIGINAL=/path/to/semisup-semseg
+crosscheck: $(STAMP)
+	$(VENV)/bin/python -m pytest -q tests/crosscheck -m original --original "$(ORIGINAL)"
 
 demo: $(STAMP)
 	$(VENV)/bin/python demo.py

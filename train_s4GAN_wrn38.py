@@ -35,8 +35,15 @@ def get_args_parser():
                           "never stepped it; the poly schedule is what runs")
     wrn.add_argument("--out", default="result", help="folder for result.txt (the best validation) and metrics.jsonl")
     wrn.add_argument("--val-every", type=int, default=200, help="[new] validate every this many iterations")
-    wrn.add_argument("--val-images", type=int, default=0,
-                     help="[new] score only the first N validation images (the original: 50); 0 = all")
+    wrn.add_argument("--val-protocol", default=None, choices=("original", "all"),
+                     help="[new] original: validate after iterations 0, N, 2N, ... (N = --val-every) on the first "
+                          "image of each of the first --val-images validation batches (Cityscapes: batches of "
+                          "--batch-size, so images 0, 8, 16, ...; otherwise batches of one), as the original; all: "
+                          "after every N-th iteration and the last, on the first --val-images images "
+                          "(default: from --fidelity)")
+    wrn.add_argument("--val-images", type=int, default=None,
+                     help="[new] how many validation images are scored (default: 50 with --val-protocol original, "
+                          "as the original; all of them with all); 0 = all")
     return parser
 
 
@@ -45,6 +52,10 @@ def parse_args(argv=None):
     for flag in ("batch_size_unlab", "val_every"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1")
+    if args.val_images is None:
+        args.val_images = 50 if args.val_protocol == "original" else 0
+    if args.val_images < 0:
+        raise UserError("--val-images must be 0 (all) or more")
     if args.amp == "fp16" and args.sgd_mode == "legacy":
         raise UserError("--amp fp16 cannot scale the original's repeated parameter lists (--sgd-mode legacy): "
                         "use --amp bf16, or --sgd-mode standard")
@@ -67,15 +78,35 @@ def main(argv=None):
         run.track(models={"model": model, "D": model_d}, optimizers={"S": optimizer, "D": optimizer_d},
                   base_lrs={"S": args.learning_rate, "D": args.learning_rate_D},
                   extras={"best": best, "self_training": step.monitor})
-        validator = Validator(args, run.env, run.precision)
+        validator = Validator(args, run.env, run.precision, images=validation_images(args))
         for i, batches in run.iterations():
             values = step(i, **batches)
-            if (i + 1) % args.val_every == 0 or i + 1 == args.num_steps:
+            if validates_after(i, args):
                 confusion = validator(model_without_ddp)
                 values["val_miou"] = validator.miou(confusion)
                 if best.update(values["val_miou"], model_without_ddp) and run.env.is_main:
                     validator.write_result(confusion, os.path.join(args.out, "result.txt"))
             run.log(i, values, force="val_miou" in values)
+
+
+def validates_after(i, args):
+    """The original validated after iteration i when i % 200 == 0, iteration 0 included; `all`:
+    after every --val-every-th iteration and after the last."""
+    if args.val_protocol == "original":
+        return i % args.val_every == 0
+    return (i + 1) % args.val_every == 0 or i + 1 == args.num_steps
+
+
+def validation_images(args):
+    """Which validation images are scored (a function of their number), see --val-protocol. The
+    original ran its first 50 validation batches and scored the first image of each; the model is in
+    eval mode, so scoring those images alone gives the same predictions."""
+    stride = args.batch_size if args.val_protocol == "original" and args.dataset == "cityscapes" else 1
+
+    def choose(count):
+        wanted = args.val_images or count
+        return list(range(0, count, stride))[:wanted]
+    return choose
 
 
 if __name__ == "__main__":

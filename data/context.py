@@ -234,6 +234,16 @@ def scaled_size(width, height, short):
     return int(1.0 * width * short / height), short
 
 
+def eval_size(width, height):
+    """(w, h) of the original's evaluation resize: the short side becomes 512, the long side is
+    truncated as in training, but the branch is `if w > h` (a square takes the portrait branch; the
+    same size either way). With the crop offset rounded by Python's round() (half to even), it
+    decides which pixels are scored."""
+    if width > height:
+        return int(1.0 * width * EVAL_SIZE / height), EVAL_SIZE
+    return EVAL_SIZE, int(1.0 * height * EVAL_SIZE / width)
+
+
 class ContextSegmentation(Dataset):
     """Items: (image float32 3xHxW, label int64 HxW (0..59), size int64 [h, w], id, index).
 
@@ -303,13 +313,7 @@ class ContextSegmentation(Dataset):
 
     def _eval_pair(self, index):
         image, mask = self._read(self.ids[index])
-        width, height = image.size
-        # The original's evaluation truncates the long side and rounds the crop offset with Python's
-        # round() (half to even); both decide which pixels are scored, so they are kept.
-        if width > height:
-            out_size = (int(width * EVAL_SIZE / height), EVAL_SIZE)
-        else:
-            out_size = (EVAL_SIZE, int(height * EVAL_SIZE / width))
+        out_size = eval_size(*image.size)
         image, mask = image.resize(out_size, Image.BILINEAR), mask.resize(out_size, Image.NEAREST)
         left, top = int(round((out_size[0] - EVAL_SIZE) / 2.0)), int(round((out_size[1] - EVAL_SIZE) / 2.0))
         box = (left, top, left + EVAL_SIZE, top + EVAL_SIZE)

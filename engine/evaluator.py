@@ -124,16 +124,18 @@ def evaluate(model, loader, num_classes, device, precision=None, channels_last=F
 
 class Validator:
     """Validation during training: the dataset's evaluation protocol on its validation list (`--val-list`,
-    default the dataset's), the first `--val-images` images (0: all). Every process validates the same
-    images, so all get the same number; the model goes back to train mode afterwards."""
+    default the dataset's), on the images `images(count)` chooses (default: all). Every process
+    validates the same images, so all get the same number; the model goes back to train mode
+    afterwards. The loader draws from its own generator, never from the global one that dropout
+    uses: validating does not change the training's random numbers."""
 
-    def __init__(self, args, env, precision):
+    def __init__(self, args, env, precision, images=None):
         spec = get_dataset(args.dataset)
         self.dataset = validation_dataset(args)
-        if args.val_images:
-            self.dataset = Subset(self.dataset, range(min(args.val_images, len(self.dataset))))
+        if images is not None:
+            self.dataset = Subset(self.dataset, images(len(self.dataset)))
         self.loader = DataLoader(self.dataset, batch_size=1, num_workers=args.num_workers, collate_fn=eval_collate,
-                                 pin_memory=env.device.type == "cuda")
+                                 pin_memory=env.device.type == "cuda", generator=torch.Generator())
         self.num_classes, self.device, self.precision = args.num_classes, env.device, precision
         self.channels_last = args.channels_last
         self.class_names = spec.class_names(args.num_classes, args.data_dir)
@@ -172,7 +174,8 @@ def prediction_montage(model, dataset, palette, device, count=4):
     mode afterwards)."""
     model = getattr(model, "module", model)
     predictions = []
-    for collated in DataLoader(Subset(dataset, range(min(count, len(dataset)))), batch_size=1, collate_fn=eval_collate):
+    for collated in DataLoader(Subset(dataset, range(min(count, len(dataset)))), batch_size=1, collate_fn=eval_collate,
+                               generator=torch.Generator()):  # not the global generator: dropout's
         for images, labels, sizes, names, indices in collated:
             model.eval()
             logits = upsample(model(images.to(device)).float(), labels.shape[-2:])

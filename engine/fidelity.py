@@ -7,9 +7,9 @@ corrects all of them. Each quirk also has its own flag, which overrides the prof
 # flag -> value under each profile; the Context mean differs between the original's two trainers.
 PROFILES = {
     "original": {"aspp_branches": 2, "sgd_mode": "legacy", "d_real_norm": "labeled", "mlmt_fusion": "multiply",
-                 "context_train_mean": {"train_s4GAN": "reversed", "train_full": "rgb"}},
+                 "context_train_mean": {"train_s4GAN": "reversed", "train_full": "rgb"}, "val_protocol": "original"},
     "fixed": {"aspp_branches": 4, "sgd_mode": "standard", "d_real_norm": "own", "mlmt_fusion": "mask",
-              "context_train_mean": "rgb"},
+              "context_train_mean": "rgb", "val_protocol": "all"},
 }
 
 

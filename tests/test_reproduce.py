@@ -155,6 +155,19 @@ def test_options_adapt_the_plan(capsys, monkeypatch):
     assert "VOC_30000.pth, the snapshot the original README evaluated" in out and "eval_VOC_30000" in out
 
 
+@pytest.mark.parametrize("table", ["voc", "context", "cityscapes"])
+def test_a_table_never_evaluates_a_snapshot_chosen_on_the_evaluation_set(table, capsys, monkeypatch):
+    """best.pth (WRN-38 trainer) is picked by its validation score on the split evaluate.py scores:
+    refused, and every planned evaluation reads a fixed VOC_<i>.pth."""
+    monkeypatch.setattr(catalog, "mlmt_available", lambda: True)
+    with pytest.raises(SystemExit) as exc:
+        run_cli(reproduce.main, ["--table", table, "--eval-snapshot", "best"])
+    assert exc.value.code == 2 and "selected on the evaluation set" in capsys.readouterr().err
+    for snapshot in ("final", "readme", "5000"):
+        runs, _ = plan_of(["--table", table, "--eval-snapshot", snapshot], capsys)
+        assert runs and all(re.search(r"/VOC_\d+\.pth$", flags(e)["--restore-from"]) for _, e in runs)
+
+
 def test_the_estimate_reads_the_benchmark_results(capsys, monkeypatch, tmp_path):
     monkeypatch.setattr(catalog, "mlmt_available", lambda: False)
     results = tmp_path / "RESULTS.md"

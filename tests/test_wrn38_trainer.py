@@ -28,7 +28,7 @@ def flags(city, tmp_path, *extra):
 
 @pytest.fixture(scope="module")
 def reference(city, tmp_path_factory):
-    """An uninterrupted 4-step run (validated after iterations 2 and 4)."""
+    """An uninterrupted 4-step run (validated after iterations 0 and 2: the original's i % N == 0)."""
     tmp_path = tmp_path_factory.mktemp("ref")
     code, _, _ = run_main(train_s4GAN_wrn38.main, flags(city, tmp_path, "--num-steps", "4", "--val-every", "2"))
     assert code == 0
@@ -43,9 +43,43 @@ def test_defaults_of_the_wrn_trainer():
     assert args.context_train_mean == "reversed" and args.out == "result"
 
 
+def test_validation_protocols_by_hand():
+    """--val-protocol original: after iterations 0, N, 2N, ...; Cityscapes scores images 0, B, 2B, ...
+    (the first of each of its first 50 batches of --batch-size B); all: after every N-th and the last."""
+    def args(*extra):
+        return train_s4GAN_wrn38.parse_args(["--dataset", "cityscapes", "--batch-size", "8", *extra])
+    original = args()
+    assert (original.val_protocol, original.val_images) == ("original", 50)
+    assert [i for i in range(1000) if train_s4GAN_wrn38.validates_after(i, original)] == [0, 200, 400, 600, 800]
+    assert train_s4GAN_wrn38.validation_images(original)(500) == list(range(0, 393, 8))
+    assert train_s4GAN_wrn38.validation_images(original)(100) == list(range(0, 100, 8))
+    voc = train_s4GAN_wrn38.parse_args(["--dataset", "pascal_voc", "--batch-size", "8"])
+    assert train_s4GAN_wrn38.validation_images(voc)(1449) == list(range(50))
+    every = args("--val-protocol", "all", "--num-steps", "1000")
+    assert every.val_images == 0 and train_s4GAN_wrn38.validation_images(every)(500) == list(range(500))
+    assert [i for i in range(1000) if train_s4GAN_wrn38.validates_after(i, every)] == [199, 399, 599, 799, 999]
+    assert train_s4GAN_wrn38.validation_images(args("--val-protocol", "all", "--val-images", "3"))(500) == [0, 1, 2]
+    assert args("--fidelity", "fixed").val_protocol == "all"
+
+
+def test_validation_does_not_draw_from_the_global_generator(city, tmp_path):
+    """Validating is not allowed to change the training's random numbers (dropout draws from the
+    global generator)."""
+    from engine.evaluator import Validator
+    from utils.distributed import init_environment
+    args = train_s4GAN_wrn38.parse_args(flags(city, tmp_path))
+    model = build_segmenter("wrn38", 19, "deeplabv3p_wrn38", wrn_width_mult=float(TINY))
+    validator = Validator(args, init_environment("cpu", 0), None, images=train_s4GAN_wrn38.validation_images(args))
+    torch.manual_seed(0)
+    validator(model)
+    after_validation = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(after_validation, torch.rand(3))
+
+
 def test_train_validate_and_evaluate(city, reference, tmp_path, capsys):
     records = [json.loads(line) for line in open(reference / "out" / "metrics.jsonl")]
-    assert [r["iter"] for r in records if "val_miou" in r] == [1, 3]
+    assert [r["iter"] for r in records if "val_miou" in r] == [0, 2]
     # the s4GAN diagnostics, and the run's flags beside metrics.jsonl for the plot's threshold line
     assert {"score_real", "score_fake", "st_share", "st_term"} <= set(records[-1])
     assert json.loads((reference / "out" / "args.json").read_text())["threshold_st"] == 0.6
@@ -110,4 +144,4 @@ def test_bf16_and_channels_last_train(city, tmp_path, capsys):
                                                           "--channels-last", "--log-every", "1"), capsys)
     assert code == 0, err
     records = [json.loads(line) for line in open(tmp_path / "out" / "metrics.jsonl")]
-    assert len(records) == 2 and all(r["loss_S"] == r["loss_S"] for r in records) and "val_miou" in records[-1]
+    assert len(records) == 2 and all(r["loss_S"] == r["loss_S"] for r in records) and "val_miou" in records[0]

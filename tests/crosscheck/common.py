@@ -13,8 +13,11 @@ from tests.context_fixture import label_map
 from tests.voc_fixture import make_voc
 
 # VOC: training images larger and smaller than the 321 crop (both paths: crop, and pad then crop);
-# validation images up to 500 px, as VOC's (the evaluation pads them to 505).
-VOC_TRAIN_SIZES = ((360, 420), (330, 480), (300, 340), (350, 350), (280, 420), (420, 300))
+# validation images up to 500 px, as VOC's (the evaluation pads them to 505). Each training image has
+# its own range of values: D's real input is scaled by the range of another batch (the labeled CE
+# batch), which only shows when batches differ in range.
+VOC_TRAIN_SIZES = ((360, 420), (330, 480), (300, 340), (350, 350), (280, 420), (420, 300), (330, 330),
+                   (400, 360), (290, 500), (340, 300), (321, 321), (450, 380))
 VOC_VAL_SIZES = ((375, 500), (500, 333), (281, 500))
 # PASCAL-Context (VOC 2010 shapes): landscape, portrait, square, and sizes whose rescale truncates.
 CONTEXT_TRAIN = (("2008_000002", (375, 500)), ("2008_000123", (500, 334)), ("2009_000010", (400, 400)),
@@ -23,7 +26,7 @@ CONTEXT_VAL = (("2008_000007", (500, 353)), ("2010_000001", (334, 500)))
 # Cityscapes at its real size (the pipelines halve it): 4 training, 2 validation images, in cities
 # whose names do not sort in the order os.walk may list them.
 CITY_SIZE = (1024, 2048)
-CITY_TRAIN = {"zurich": 2, "aachen": 1, "bremen": 1}
+CITY_TRAIN = {"zurich": 2, "aachen": 2, "bremen": 2}
 CITY_VAL = {"munster": 1, "frankfurt": 1}
 # labelIds a real gtFine_labelIds.png holds: the table's ids except -1 (license plates are not drawn)
 CITY_LABEL_BYTES = tuple(sorted(i for i in VALID_LABEL_IDS + VOID_LABEL_IDS if i >= 0))
@@ -38,15 +41,25 @@ def write_split(path, n, seed):
 
 def make_voc_data(root):
     make_voc(root, sizes_train=VOC_TRAIN_SIZES, sizes_val=VOC_VAL_SIZES, seed=3)
+    with open(os.path.join(root, "lists", "train_aug.txt")) as f:
+        for k, name in enumerate(line.strip() for line in f):
+            path = os.path.join(root, "JPEGImages", name + ".jpg")
+            image = np.asarray(Image.open(path)).astype(np.float64)
+            low, span = 10 * k, 255 - 20 * k  # a range of its own
+            Image.fromarray((low + image * span / 255).astype(np.uint8)).save(path, quality=95)
     write_split(os.path.join(root, "split.pkl"), len(VOC_TRAIN_SIZES), seed=5)
     return root
 
 
 def smooth_image(rng, h, w, cells=(16, 32)):
-    """A random RGB image of soft blobs (compresses well, unlike noise; resizing it is not trivial)."""
+    """A random RGB image of soft blobs (compresses well, unlike noise; resizing it is not trivial),
+    in a range of values of its own."""
     small = Image.fromarray(rng.integers(0, 256, (cells[0], cells[1], 3), dtype=np.uint8))
     noise = rng.integers(-12, 13, (h, w, 3))
-    return np.clip(np.asarray(small.resize((w, h), Image.BILINEAR)).astype(np.int64) + noise, 0, 255).astype(np.uint8)
+    image = np.clip(np.asarray(small.resize((w, h), Image.BILINEAR)).astype(np.int64) + noise, 0, 255)
+    low = int(rng.integers(0, 80))
+    span = int(rng.integers(100, 256 - low))
+    return (low + image * span // 255).astype(np.uint8)
 
 
 def blocks(rng, h, w, values, cells=(8, 16)):

@@ -106,7 +106,7 @@ def checkout_commit(config):
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if not ROWS:
         return
-    header = ("pipeline", "what was compared", "worst difference", "")
+    header = ("pipeline", "what was compared", "worst difference", "result")
     lines = [f"Crosscheck against the authors' code {checkout_commit(config)}, {datetime.date.today()}:", "",
              "| " + " | ".join(header) + " |", "|---|---|---|---|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in ROWS]

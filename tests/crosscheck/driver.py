@@ -186,6 +186,41 @@ def capture(spec):
 
 
 @task
+def context_sizes(spec):
+    """The sizes data/base.py's BaseDataset resizes to: in training (_sync_transform, the short side
+    forced to each of spec['shorts'], no flip, no blur) and in evaluation (_val_sync_transform, base
+    and crop 512), for every (w, h) of spec['train_shapes'] and spec['val_shapes']; read from its
+    resize calls."""
+    from PIL import Image
+    base = importlib.import_module("data.base")
+    asked = []
+    real_resize = Image.Image.resize
+
+    def resize(self, size, *args, **kwargs):
+        asked.append(tuple(size))
+        return real_resize(self, size, *args, **kwargs)
+
+    Image.Image.resize = resize
+    train = base.BaseDataset("", "train", mode="train", base_size=505, crop_size=321)
+    val = base.BaseDataset("", "val", mode="val", base_size=512, crop_size=512)
+    out = {"train": {}, "val": {}}
+    with contextlib.redirect_stdout(io.StringIO()):
+        for w, h in spec["train_shapes"]:
+            image, mask = Image.new("L", (w, h)), Image.new("L", (w, h))
+            for short in spec["shorts"]:
+                with forced([("random", None, 0.75), ("randint", (252, 1010), short), ("randint", None, 0),
+                             ("randint", None, 0), ("random", None, 0.75)], [base]):
+                    asked.clear()
+                    train._sync_transform(image, mask)
+                out["train"][(w, h, short)] = asked[0]
+        for w, h in spec["val_shapes"]:
+            asked.clear()
+            val._val_sync_transform(Image.new("L", (w, h)), Image.new("L", (w, h)))
+            out["val"][(w, h)] = asked[0]
+    return out
+
+
+@task
 def mlmt_items(spec):
     """train_mlmt.create_data_loaders() as the script builds them; items of its three datasets."""
     mod = import_script("train_mlmt", spec["argv"])

@@ -9,6 +9,7 @@ import torch
 import train_full
 import train_mlmt
 import train_s4GAN
+from data.context import SHORT_SIDE_RANGE, eval_size, scaled_size
 from data.multilabel import normalize_images
 from engine import mlmt, setup
 from tests.crosscheck.common import fmt, linked_workdir, make_mlmt_data, max_abs
@@ -96,6 +97,28 @@ def test_context_training_items(original, context, no_weights, tmp_path, report,
         "workdir": workdir, "items": {0: [(index, context_draws(draws)) for _, index, draws in ours]}}, tmp_path)
     compare_items(ours, theirs["items"][0], f"PASCAL-Context training ({script.__name__})", report,
                   lambda t: t[0], lambda t: t[1])
+
+
+# Frequent VOC 2010 image shapes (w, h), both orientations, a square and long sides that truncate.
+VOC2010_SHAPES = ((500, 375), (375, 500), (500, 333), (333, 500), (500, 334), (334, 500), (500, 500),
+                  (500, 281), (353, 500))
+
+
+def test_context_rescale_sizes(original, tmp_path, report):
+    """Every short side the original draws (252..1010) for each shape: the size its training resize
+    asks for; and its evaluation resize for these and 200 other shapes. Ours: the functions the
+    dataset uses."""
+    shorts = list(range(SHORT_SIDE_RANGE[0], SHORT_SIDE_RANGE[1] + 1))
+    rng = np.random.default_rng(0)
+    val_shapes = list(VOC2010_SHAPES) + [tuple(int(v) for v in rng.integers(50, 1001, 2)) for _ in range(200)]
+    theirs = run_original(original, "context_sizes", {"train_shapes": VOC2010_SHAPES, "shorts": shorts,
+                                                      "val_shapes": val_shapes}, tmp_path)
+    train = sum(scaled_size(w, h, short) != size for (w, h, short), size in theirs["train"].items())
+    val = sum(eval_size(w, h) != size for (w, h), size in theirs["val"].items())
+    ok = train == 0 and val == 0 and len(theirs["train"]) == len(VOC2010_SHAPES) * len(shorts)
+    report("PASCAL-Context rescale", f"training size for {len(theirs['train'])} (w, h, short side) draws; "
+           f"evaluation size for {len(theirs['val'])} shapes", f"{train} and {val} sizes differ", ok)
+    assert ok
 
 
 def test_cityscapes_training_items(original, city, no_weights, tmp_path, report):

@@ -231,6 +231,10 @@ def choose_snapshot(choice, steps, table):
                 if readme and readme != DEFAULT_STEPS else "")
     if choice in (None, "final"):
         return steps, f"VOC_{steps}.pth, the final snapshot{original}"
+    if choice == "best":
+        raise UserError("--eval-snapshot best: best.pth is the snapshot that scored best on the validation set, "
+                        "the very images evaluate.py scores, so its number is selected on the evaluation set and is "
+                        "no table's number; evaluate a fixed snapshot: final, readme or an iteration")
     if choice == "readme":
         if readme is None:
             raise UserError("--eval-snapshot readme: this table has no README command to follow")
