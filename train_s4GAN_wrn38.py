@@ -2,8 +2,9 @@
 
 The same method as train_s4GAN.py (the objective: engine/s4gan.py), another segmenter
 (model/deeplabv3p.py), the unlabeled batch size as its own flag, incomplete batches dropped (the
-ASPP image-pooling BN cannot normalise a single image), and the validation mIoU every --val-every
-iterations, with the best checkpoint kept as best.pth.
+ASPP image-pooling BN cannot normalise a single image), and the validation mIoU logged during
+training (--val-protocol: by default the original's, after iterations 0, 200, 400, ...), the best
+checkpoint kept as best.pth (chosen on the validation images: not a number to report).
 
     python train_s4GAN_wrn38.py --dataset cityscapes --checkpoint-dir ./checkpoints/city_semi_v3_wrn38_0_10 \
         --labeled-ratio 0.10 --ignore-label 250 --num-classes 19 --split-id ./splits/city/split_0.pkl \
