@@ -24,9 +24,9 @@ import os
 import shlex
 import sys
 
-from utils.experiments import ROOT
-from utils.sweep import collect, jobs, plan as sweep_plan, running, speed
-from utils.sweep.catalog import COCO_WEIGHTS
+from experiments.scripts import ROOT
+from experiments import collect, jobs, plan as sweep_plan, running, speed
+from experiments.catalog import COCO_WEIGHTS
 from utils.errors import ArgumentParser, run_cli
 
 

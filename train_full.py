@@ -3,13 +3,13 @@
     python train_full.py --dataset pascal_voc --checkpoint-dir ./checkpoints/voc_full \
                          --ignore-label 255 --num-classes 21
 
-The step is in engine/supervised.py; everything around it (data, resume, snapshots) in engine/run.py.
+The step is in methods/supervised.py; everything around it (data, resume, snapshots) in engine/run.py.
 """
 import sys
 
 from engine import options
 from engine.run import TrainingRun
-from engine.supervised import SupervisedStep
+from methods.supervised import SupervisedStep
 from utils.errors import run_cli
 from utils.optim import segmenter_optimizer
 

@@ -7,7 +7,8 @@ absent classes from the segmentation.
     python evaluate.py --restore-from ./checkpoints/voc_semi_0_125/VOC_30000.pth \
         --with-mlmt --mlmt-file ./mlmt_output/voc_semi_0_125_MLMT/output_ema_raw_100.txt
 
-The objective, term by term: engine/mlmt.py. Everything around it (resume, signals, logs):
+The objective, term by term: methods/mlmt.py; its data and validation: engine/mlmt_data.py,
+engine/mlmt_validation.py. Everything around it (resume, signals, logs):
 engine/run.py. Outputs in ./mlmt_output/<exp-name>/.
 """
 import argparse
@@ -18,8 +19,10 @@ import torch
 
 from data import fill_dataset_defaults
 from data.multilabel import NOT_CLASS_INDEX_PNGS, has_original_layout
-from engine import mlmt, options
-from engine.mlmt import MLMTStep
+from engine import mlmt_data, options
+from engine.fidelity import apply_profile
+from engine.mlmt_validation import MLMTValidator
+from methods.mlmt import MLMTStep
 from engine.run import TrainingRun
 from model.classifier import BACKBONES, IMAGENET_FILES
 from model.weights import PRETRAINED_DIR
@@ -102,7 +105,7 @@ def get_args_parser():
 
 def parse_args(argv=None):
     args = get_args_parser().parse_args(argv)
-    mlmt.apply_profile(args)
+    apply_profile(args, "train_mlmt")
     if args.dataset in NOT_CLASS_INDEX_PNGS:
         raise UserError(f"--dataset {args.dataset} is not supported by train_mlmt.py: {NOT_CLASS_INDEX_PNGS[args.dataset]}")
     fill_dataset_defaults(args)
@@ -138,13 +141,13 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    with TrainingRun(args, MLMTStep.streams, split_file=None, data=mlmt.make_data) as run:
-        validator = mlmt.Validator(args, run.env, run.precision, say=run.say)
-        trunk = None if run.resume else mlmt.imagenet_trunk(args, run.env)
+    with TrainingRun(args, MLMTStep.streams, split_file=None, data=mlmt_data.make_data) as run:
+        validator = MLMTValidator(args, run.env, run.precision, say=run.say)
+        trunk = None if run.resume else mlmt_data.imagenet_trunk(args, run.env)
         if trunk is not None:
             run.say(f"--pretrained {args.pretrained}: {len(trunk)} tensors into student and teacher")
-        student_without_ddp = mlmt.classifier(args, run.env.device, trunk)
-        teacher = mlmt.classifier(args, run.env.device, trunk, teacher=True)
+        student_without_ddp = mlmt_data.classifier(args, run.env.device, trunk)
+        teacher = mlmt_data.classifier(args, run.env.device, trunk, teacher=True)
         student = run.distribute(student_without_ddp)
         optimizer = torch.optim.SGD(student.parameters(), args.lr, momentum=0.9, weight_decay=args.weight_decay,
                                     nesterov=True)
@@ -156,7 +159,7 @@ def main(argv=None):
                   extras={"scheduler": scheduler, "meters": step.meters})
 
         restart = ("unlabeled",) if args.unlabeled_restart == "epoch" else ()
-        for epoch in run.epochs(args.num_epochs, mlmt.epoch_length(run.streams["labeled"]), restart):
+        for epoch in run.epochs(args.num_epochs, mlmt_data.epoch_length(run.streams["labeled"]), restart):
             for i, batches in run.epoch_iterations(epoch):
                 values = step(i, epoch, **batches)
                 run.log(i, values)

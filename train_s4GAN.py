@@ -2,7 +2,7 @@
 
 S learns from cross-entropy on the labeled images, feature matching against D, and self-training on
 the unlabeled images that D finds realistic; D learns to tell ground-truth maps from predicted ones.
-The whole objective, term by term: engine/s4gan.py. Everything around it (data, resume, snapshots):
+The whole objective, term by term: methods/s4gan.py. Everything around it (data, resume, snapshots):
 engine/run.py.
 
     python train_s4GAN.py --dataset pascal_voc --checkpoint-dir ./checkpoints/voc_semi_0_125 \
@@ -14,7 +14,7 @@ import torch
 
 from engine import options
 from engine.run import TrainingRun
-from engine.s4gan import S4GANStep, add_s4gan_arguments
+from methods.s4gan import S4GANStep, add_s4gan_arguments
 from utils.errors import run_cli
 from utils.optim import segmenter_optimizer
 

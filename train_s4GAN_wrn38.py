@@ -1,6 +1,6 @@
 """s4GAN with DeepLabv3+ on a WideResNet-38 trunk (the original's 2022 addition), with periodic validation.
 
-The same method as train_s4GAN.py (the objective: engine/s4gan.py), another segmenter
+The same method as train_s4GAN.py (the objective: methods/s4gan.py), another segmenter
 (model/deeplabv3p.py), the unlabeled batch size as its own flag, incomplete batches dropped (the
 ASPP image-pooling BN cannot normalise a single image), and the validation mIoU logged during
 training (--val-protocol: by default the original's, after iterations 0, 200, 400, ...), the best
@@ -19,7 +19,7 @@ import torch
 from engine import options
 from engine.evaluator import Validator
 from engine.run import BestCheckpoint, TrainingRun
-from engine.s4gan import S4GANStep, add_s4gan_arguments
+from methods.s4gan import S4GANStep, add_s4gan_arguments
 from utils.errors import UserError, run_cli
 from utils.optim import segmenter_optimizer
 

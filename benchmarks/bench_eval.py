@@ -39,7 +39,7 @@ def parse(argv):
 
 def run_one(args, amp, channels_last, batch_size):
     from data import get_dataset
-    from engine.common import upsample
+    from utils.tensors import upsample
     from engine.evaluator import eval_collate, evaluate
     from model import build_segmenter
     from utils.amp import Precision

@@ -43,7 +43,7 @@ def parse(argv):
 def run_one(args, amp, channels_last):
     from data.multilabel import ClassifierImages, ImageLabels, derive_labels
     from data.sampler import BatchStream, SeededEpochSampler
-    from engine.mlmt import MLMTStep
+    from methods.mlmt import MLMTStep
     from model.classifier import build_classifier
     from utils.amp import Precision
     from utils.distributed import choose_device

@@ -46,8 +46,8 @@ def parse(argv):
 def run_one(args, amp, channels_last):
     from data.sampler import BatchStream, SeededEpochSampler
     from data.voc import VOCSegmentation
-    from engine.s4gan import S4GANStep
-    from engine.supervised import SupervisedStep
+    from methods.s4gan import S4GANStep
+    from methods.supervised import SupervisedStep
     from model import build_discriminator, build_segmenter
     from utils.amp import Precision
     from utils.distributed import choose_device

@@ -149,7 +149,7 @@ def profile_row(argv):
 
     bench_train, args, amp, channels_last = _bench_train(argv)
     from data.sampler import BatchStream
-    from engine import s4gan
+    from methods import s4gan
 
     warmup = 1 if args.iters > 1 else 0
     active = args.iters - warmup

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from data import get_dataset
-from engine.common import upsample
+from utils.tensors import upsample
 from model import canonical_model_name
 from utils.checkpoint import atomic_write_bytes
 from utils.errors import UserError

@@ -4,12 +4,18 @@
 corrects all of them. Each quirk also has its own flag, which overrides the profile.
 """
 
-# flag -> value under each profile; the Context mean differs between the original's two trainers.
+# flag -> value under each profile (a script sets only the flags it has); the Context mean differs
+# between the original's two trainers. MLMT's: output_roll = how the background column reached the
+# front of its output files; unlabeled_restart = the original re-created its unlabeled iterator at every
+# epoch, so when an epoch (a pass over the labeled images) is shorter than a pass over the unlabeled
+# ones (at 1/8: 83 of 116 batches) the end of every unlabeled shuffle was never used.
 PROFILES = {
     "original": {"aspp_branches": 2, "sgd_mode": "legacy", "d_real_norm": "labeled", "mlmt_fusion": "multiply",
-                 "context_train_mean": {"train_s4GAN": "reversed", "train_full": "rgb"}, "val_protocol": "original"},
+                 "context_train_mean": {"train_s4GAN": "reversed", "train_full": "rgb"}, "val_protocol": "original",
+                 "output_roll": "flat", "unlabeled_restart": "epoch"},
     "fixed": {"aspp_branches": 4, "sgd_mode": "standard", "d_real_norm": "own", "mlmt_fusion": "mask",
-              "context_train_mean": "rgb", "val_protocol": "all"},
+              "context_train_mean": "rgb", "val_protocol": "all", "output_roll": "per-row",
+              "unlabeled_restart": "exhausted"},
 }
 
 

@@ -1,6 +1,6 @@
 """The s4GAN image-level discriminator (the paper's Sec. 3.1; docs/original.md, "Discriminator").
 
-What it is shown (class maps (+) the scaled image) is part of the objective: engine/s4gan.py."""
+What it is shown (class maps (+) the scaled image) is part of the objective: methods/s4gan.py."""
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -5,7 +5,7 @@ import sys
 
 import torch
 
-from engine.s4gan import S4GANStep
+from methods.s4gan import S4GANStep
 from engine.setup import prepare_module
 from model import build_discriminator, build_segmenter
 from utils.amp import Precision

@@ -110,8 +110,8 @@ def within(value, reference, rtol, atol):
 def one_step(kind, amp, states, batches):
     """The trainers' step once, from the given weights: returns the loss values it logged and the
     segmenter after the update."""
-    from engine.s4gan import S4GANStep
-    from engine.supervised import SupervisedStep
+    from methods.s4gan import S4GANStep
+    from methods.supervised import SupervisedStep
     from model import build_discriminator, build_segmenter
     from utils.amp import Precision
     from utils.optim import segmenter_optimizer
@@ -186,7 +186,7 @@ def test_channels_last_equals_contiguous(synth, note):
     gradient of conv1 is 3-5% off the float64 one. So the layouts must agree to within 4x the
     contiguous layout's own error (+1e-6 for quantities that are exact in both): twice it when both
     layouts are equally accurate, as on the CPU (1.1-1.9x there)."""
-    from engine.common import upsample
+    from utils.tensors import upsample
     from model import build_discriminator, build_segmenter
     from utils.losses import masked_cross_entropy
 
@@ -335,7 +335,7 @@ def test_checkpoint_saved_on_cuda_loads_on_cpu(synth, tmp_path, capsys):
     evaluates with evaluate.py --device cpu, and the run finishes on the CPU with --resume."""
     import evaluate
     import train_s4GAN
-    from engine.s4gan import S4GANStep
+    from methods.s4gan import S4GANStep
     from model import build_segmenter
 
     flags = trainer_flags("train_s4GAN", synth, tmp_path, steps=3)
@@ -377,7 +377,7 @@ def test_exact_resume_with_deterministic_algorithms(synth, tmp_path, monkeypatch
     rounding): weights within 2e-3 absolute, losses within 1e-3 relative. The finding is reported."""
     import train_s4GAN
     from engine import setup
-    from engine.s4gan import S4GANStep
+    from methods.s4gan import S4GANStep
 
     start_run = setup.start_run
 

@@ -6,7 +6,7 @@ import sys
 
 import torch
 
-from engine.s4gan import S4GANStep
+from methods.s4gan import S4GANStep
 from tests.ddp_grad_worker import build, fixed_batches, gradients, make_step
 from tests.helpers import ROOT, tiny_eval_flags, tiny_train_flags
 

@@ -10,7 +10,7 @@ import train_full
 import train_s4GAN
 from data.transforms import context_train_normalization
 from engine.evaluator import MLMTFusion
-from engine.s4gan import S4GANStep
+from methods.s4gan import S4GANStep
 from model import build_discriminator, build_segmenter
 from tests.helpers import expect_error, run_main, tiny_eval_flags, tiny_train_flags
 from utils.amp import Precision

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.s4gan import bce_on_probabilities, feature_matching_loss, self_training_loss
+from methods.s4gan import bce_on_probabilities, feature_matching_loss, self_training_loss
 from utils.losses import masked_cross_entropy, one_hot
 from utils.metrics import class_iou, confusion_matrix, format_iou_table, mean_iou
 from utils.schedules import apply_poly_lr, poly_lr

@@ -16,8 +16,10 @@ import train_full
 import train_mlmt
 from data.multilabel import ClassifierImages, ImageLabels, normalize_images
 from data.splits import save_permutation
-from engine import mlmt, options, setup
-from engine.mlmt import MLMTStep
+from engine import mlmt_data, mlmt_validation, options, setup
+from engine.fidelity import apply_profile
+from methods import mlmt
+from methods.mlmt import MLMTStep
 from tests.helpers import assert_identical, crash_at, expect_error, run_main, tiny_eval_flags, tiny_train_flags
 from tests.voc_fixture import make_voc, write_label
 from utils.distributed import Env
@@ -103,14 +105,14 @@ def test_labels_derived_from_pngs_are_the_hand_made_ones_and_cached(tmp_path, mo
     expected = hand_made_voc(str(tmp_path))
     args = train_mlmt.parse_args(["--data-dir", str(tmp_path), "--data-list", str(tmp_path / "train.txt"),
                                   "--num-workers", "0"])
-    split = mlmt.load_split(args, CPU, "train", say=lambda *_: None)
+    split = mlmt_data.load_split(args, CPU, "train", say=lambda *_: None)
     assert split.ids == ["a", "b", "c"] and np.array_equal(split.labels, expected)
     cache = tmp_path / "train.mlmt-labels.npz"
     assert cache.is_file()
     # the second time the cache answers: reading a PNG would fail
     import data.multilabel as multilabel
     monkeypatch.setattr(multilabel, "_presence", lambda *a: (_ for _ in ()).throw(AssertionError("PNG read")))
-    assert np.array_equal(mlmt.load_split(args, CPU, "train", say=lambda *_: None).labels, expected)
+    assert np.array_equal(mlmt_data.load_split(args, CPU, "train", say=lambda *_: None).labels, expected)
     monkeypatch.undo()
     # a changed label file invalidates it
     label = np.zeros((20, 30), np.uint8)
@@ -119,7 +121,7 @@ def test_labels_derived_from_pngs_are_the_hand_made_ones_and_cached(tmp_path, mo
     os.utime(tmp_path / "SegmentationClassAug" / "b.png", ns=(1, 1))
     expected[1] = 0
     expected[1, [0, 3]] = 1
-    assert np.array_equal(mlmt.load_split(args, CPU, "train", say=lambda *_: None).labels, expected)
+    assert np.array_equal(mlmt_data.load_split(args, CPU, "train", say=lambda *_: None).labels, expected)
     # targets in the classifier's unit order: background last
     targets = ClassifierImages(split, "labeled", 33)[(0, (0, 0, 0, 0))][1]
     assert targets.dtype == np.float32 and targets[20] == 1 and targets[11] == 1 and targets.sum() == 2
@@ -131,7 +133,7 @@ def test_label_values_outside_the_classes_name_the_file(tmp_path):
     args = train_mlmt.parse_args(["--data-dir", str(tmp_path), "--data-list", str(tmp_path / "train.txt"),
                                   "--num-workers", "0"])
     with pytest.raises(Exception, match="c.png.*30"):
-        mlmt.load_split(args, CPU, "train", say=lambda *_: None)
+        mlmt_data.load_split(args, CPU, "train", say=lambda *_: None)
 
 
 def write_original_layout(voc, root):
@@ -158,8 +160,8 @@ def test_the_original_layout_reads_to_the_same_labels(voc, tmp_path):
     derived_args = train_mlmt.parse_args(mlmt_flags(voc, tmp_path / "o"))
     assert derived_args.data_layout == "dataset"
     for split in ("train", "val"):
-        original = mlmt.load_split(args, CPU, split)
-        derived = mlmt.load_split(derived_args, CPU, split, say=lambda *_: None)
+        original = mlmt_data.load_split(args, CPU, split)
+        derived = mlmt_data.load_split(derived_args, CPU, split, say=lambda *_: None)
         assert original.ids == derived.ids and np.array_equal(original.labels, derived.labels)
         assert original.image_paths[0] == os.path.join(root, split, original.ids[0] + ".jpg")
 
@@ -230,19 +232,19 @@ def test_cosine_consistency_and_recall_accuracy_and_average_precision():
     assert (pos, neg) == pytest.approx((200 / 3, 200 / 3)) and mean == pytest.approx(200 / 3)
     scores = np.array([[0.9, 0.5], [0.8, 0.5], [0.7, 0.5], [0.6, 0.1]])
     labels = np.array([[1, 0], [0, 1], [1, 0], [0, 0]])
-    ap = mlmt.average_precision(scores, labels)
+    ap = mlmt_validation.average_precision(scores, labels)
     assert ap[0] == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)                # hits at ranks 1 and 3
     assert ap[1] == pytest.approx(1 / 3)                                # a three-way tie holds the only hit
-    assert np.isnan(mlmt.average_precision(scores, np.zeros((4, 2)))).all()
+    assert np.isnan(mlmt_validation.average_precision(scores, np.zeros((4, 2)))).all()
 
 
 def test_row_shift_switch_on_a_3x4_table():
     table = np.arange(12, dtype=np.float64).reshape(3, 4)               # last column = background
-    flat = mlmt.reorder_output(table, "flat", batch_size=32)
+    flat = mlmt_validation.reorder_output(table, "flat", batch_size=32)
     assert flat.tolist() == [[11, 0, 1, 2], [3, 4, 5, 6], [7, 8, 9, 10]]  # rows get the previous row's bg
-    assert mlmt.reorder_output(table, "per-row", 32).tolist() == [[3, 0, 1, 2], [7, 4, 5, 6], [11, 8, 9, 10]]
+    assert mlmt_validation.reorder_output(table, "per-row", 32).tolist() == [[3, 0, 1, 2], [7, 4, 5, 6], [11, 8, 9, 10]]
     # the original rolled each validation batch on its own
-    assert mlmt.reorder_output(table, "flat", 2).tolist() == [[7, 0, 1, 2], [3, 4, 5, 6], [11, 8, 9, 10]]
+    assert mlmt_validation.reorder_output(table, "flat", 2).tolist() == [[7, 0, 1, 2], [3, 4, 5, 6], [11, 8, 9, 10]]
     assert train_mlmt.parse_args([]).output_roll == "flat"
     assert train_mlmt.parse_args(["--fidelity", "fixed"]).output_roll == "per-row"
     assert train_mlmt.parse_args(["--fidelity", "fixed", "--output-roll", "flat"]).output_roll == "flat"
@@ -250,7 +252,7 @@ def test_row_shift_switch_on_a_3x4_table():
 
 def test_output_files_are_replaced_not_appended(tmp_path):
     for value in (0.25, 0.75):
-        mlmt.write_outputs(str(tmp_path), "ema", 5, np.full((3, 4), value))
+        mlmt_validation.write_outputs(str(tmp_path), "ema", 5, np.full((3, 4), value))
     lines = (tmp_path / "output_ema_raw_5.txt").read_text().splitlines()
     assert lines == ["0.750000 0.750000 0.750000 0.750000"] * 3
     assert (tmp_path / "output_ema_bin_5.txt").read_text().splitlines() == ["1 1 1 1"] * 3
@@ -315,9 +317,9 @@ def test_the_same_labeled_images_as_the_segmentation_trainer(voc, tmp_path):
     seg_pool = setup.make_streams(seg_args, CPU, dataset, perm, ("labeled",))["labeled"].sampler.indices
     args = train_mlmt.parse_args(mlmt_flags(voc, tmp_path / "m", "--labeled-ratio", "0.34",
                                             pkl=str(tmp_path / "seg" / "train_voc_split.pkl")))
-    mlmt_data, _, streams = mlmt.make_data(args, CPU, say=lambda *_: None)
+    labels, _, streams = mlmt_data.make_data(args, CPU, say=lambda *_: None)
     pool = streams["labeled"].sampler.indices
-    assert len(pool) == 3 and [dataset.ids[k] for k in seg_pool] == [mlmt_data.ids[k] for k in pool]
+    assert len(pool) == 3 and [dataset.ids[k] for k in seg_pool] == [labels.ids[k] for k in pool]
     assert set(streams["unlabeled"].sampler.indices) == set(range(10)) - set(pool)
 
 
@@ -335,11 +337,11 @@ def test_the_readme_command_reads_the_segmentation_layout(voc, tmp_path, monkeyp
     args = train_mlmt.parse_args(["--batch-size-lab", "16", "--batch-size-unlab", "80", "--labeled-ratio", "0.125",
                                   "--exp-name", "voc_semi_0_125_MLMT", "--pkl-file",
                                   "./checkpoints/voc_semi_0_125/train_voc_split.pkl", "--num-workers", "0"])
-    train, perm, streams = mlmt.make_data(args, CPU, say=lambda *_: None)
+    train, perm, streams = mlmt_data.make_data(args, CPU, say=lambda *_: None)
     assert args.data_layout == "dataset" and len(train) == 10 and len(streams["labeled"].sampler.indices) == 1
     assert streams["labeled"].sampler.indices.tolist() == perm[:1].tolist()
     assert os.path.isfile(tmp_path / "data" / "voc_list" / "train_aug.mlmt-labels.npz")
-    assert len(mlmt.Validator(args, CPU, None, say=lambda *_: None).split) == 3
+    assert len(mlmt_validation.MLMTValidator(args, CPU, None, say=lambda *_: None).split) == 3
 
 
 def test_missing_pkl_file_says_where_it_comes_from(voc, tmp_path, capsys):
@@ -349,26 +351,26 @@ def test_missing_pkl_file_says_where_it_comes_from(voc, tmp_path, capsys):
 
 def test_classes_without_a_labeled_positive_are_named(voc, tmp_path, capsys):
     args = train_mlmt.parse_args(mlmt_flags(voc, tmp_path / "o", "--labeled-ratio", "0.1"))
-    mlmt.make_data(args, CPU, say=lambda *_: None)
+    mlmt_data.make_data(args, CPU, say=lambda *_: None)
     err = capsys.readouterr().err
     assert "warning: no labeled image contains" in err and "'aeroplane'" in err
 
 
 def test_pretrained_weights_absent_matching_or_not(tmp_path, capsys):
     args = train_mlmt.parse_args(["--backbone", "resnet18", "--pretrained", str(tmp_path / "absent.pth")])
-    assert mlmt.imagenet_trunk(args, CPU) is None
+    assert mlmt_data.imagenet_trunk(args, CPU) is None
     err = capsys.readouterr().err
     assert "does not exist" in err and "RANDOM" in err
     imagenet = torchvision.models.resnet18(weights=None).state_dict()   # the 1000-way file's keys and shapes
     torch.save(imagenet, tmp_path / "r18.pth")
     args.pretrained = str(tmp_path / "r18.pth")
-    trunk = mlmt.imagenet_trunk(args, CPU)
-    model = mlmt.classifier(args, torch.device("cpu"), trunk)
+    trunk = mlmt_data.imagenet_trunk(args, CPU)
+    model = mlmt_data.classifier(args, torch.device("cpu"), trunk)
     assert torch.equal(model.conv1.weight, imagenet["conv1.weight"]) and model.fc.out_features == 21
     torch.save(torchvision.models.resnet34(weights=None).state_dict(), tmp_path / "r34.pth")
     args.pretrained = str(tmp_path / "r34.pth")
     with pytest.raises(Exception, match="is not the ImageNet resnet18"):
-        mlmt.imagenet_trunk(args, CPU)
+        mlmt_data.imagenet_trunk(args, CPU)
 
 
 def test_pascal_context_labels_and_cityscapes_refused(tmp_path, capsys):
@@ -376,7 +378,7 @@ def test_pascal_context_labels_and_cityscapes_refused(tmp_path, capsys):
     masks = make_context_layout(str(tmp_path / "pc"))
     args = train_mlmt.parse_args(["--dataset", "pascal_context", "--data-dir", str(tmp_path / "pc"), "--num-workers", "0"])
     assert args.num_classes == 60 and args.data_layout == "dataset"
-    split = mlmt.load_split(args, CPU, "val", say=lambda *_: None)
+    split = mlmt_data.load_split(args, CPU, "val", say=lambda *_: None)
     for row, name in zip(split.labels, split.ids):
         assert np.flatnonzero(row).tolist() == np.unique(masks[name]).tolist()  # background only if seen
     expect_error(train_mlmt.main, ["--dataset", "cityscapes"], capsys, "--dataset cityscapes is not supported")

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 import torchvision
 
 from model import build_discriminator, build_segmenter
-from engine.s4gan import discriminator_input, minmax_scale
+from methods.s4gan import discriminator_input, minmax_scale
 from model.weights import load_matching
 
 

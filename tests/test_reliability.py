@@ -12,7 +12,7 @@ import torch
 import evaluate
 import train_full
 import train_s4GAN
-from engine.s4gan import S4GANStep
+from methods.s4gan import S4GANStep
 from tests.helpers import ROOT, assert_identical, crash_at, expect_error, run_main, tiny_eval_flags, tiny_train_flags
 from utils import checkpoint as checkpoint_module
 from utils.checkpoint import atomic_torch_save

@@ -19,9 +19,9 @@ import reproduce
 import train_full
 import train_s4GAN
 from data.synthetic import write_dataset
-from engine.supervised import SupervisedStep
+from methods.supervised import SupervisedStep
 from tests.helpers import ROOT
-from utils.sweep import catalog, running, speed
+from experiments import catalog, running, speed
 from utils.errors import run_cli
 
 TINY = ["--backbone", "resnet18", "--restore-from", "none", "--init", "kaiming", "--input-size", "33,33",
@@ -360,7 +360,7 @@ def test_sigint_waits_for_the_child_to_save(fast_dir):
     child = ("import signal, sys, time\n"
              "signal.signal(signal.SIGINT, lambda *a: (time.sleep(0.5), open(sys.argv[1], 'w').write('saved'), "
              "sys.exit(130)))\nprint('ready', flush=True)\ntime.sleep(30)\n")
-    driver = ("import sys; sys.path.insert(0, sys.argv[1])\nfrom utils.experiments import run_command\n"
+    driver = ("import sys; sys.path.insert(0, sys.argv[1])\nfrom experiments.scripts import run_command\n"
               "code = run_command([sys.executable, '-c', sys.argv[2], sys.argv[3]])\nprint('child', code)\n")
     proc = subprocess.Popen([sys.executable, "-c", driver, ROOT, child, str(fast_dir / "state")],
                             stdout=subprocess.PIPE, text=True, start_new_session=True)

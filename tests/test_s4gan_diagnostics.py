@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import benchmarks.study_s4gan as study
+import studies.study_s4gan as study
 import train_s4GAN
-from engine.s4gan import S4GANStep, SelfTrainingMonitor, discriminator_input
+from methods.s4gan import S4GANStep, SelfTrainingMonitor, discriminator_input
 from tests.helpers import crash_at, run_main, tiny_train_flags
 from tests.test_s4gan_reference import B, C, CROP, batches, models
 from utils.amp import Precision

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.s4gan import S4GANStep
+from methods.s4gan import S4GANStep
 from model import build_discriminator, build_segmenter
 from utils.amp import Precision
 

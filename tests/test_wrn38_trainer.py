@@ -101,7 +101,7 @@ def test_train_validate_and_evaluate(city, reference, tmp_path, capsys):
 
 
 def test_interrupted_run_resumes_bit_identically(city, reference, tmp_path):
-    from engine.s4gan import S4GANStep
+    from methods.s4gan import S4GANStep
     argv = flags(city, tmp_path, "--num-steps", "4", "--val-every", "2", "--save-pred-every", "2")
     with crash_at(S4GANStep, 3):
         run_main(train_s4GAN_wrn38.main, argv)

@@ -1,4 +1,4 @@
-"""Losses shared by every trainer (the s4GAN-specific terms are in engine/s4gan.py)."""
+"""Losses shared by every trainer (the s4GAN-specific terms are in methods/s4gan.py)."""
 import torch
 import torch.nn.functional as F
 

@@ -10,8 +10,8 @@ import train_full
 import train_mlmt
 import train_s4GAN
 from data.context import SHORT_SIDE_RANGE, eval_size, scaled_size
-from data.multilabel import normalize_images
-from engine import mlmt, setup
+from data.multilabel import ClassifierImages, normalize_images
+from engine import mlmt_data, setup
 from tests.crosscheck.common import fmt, linked_workdir, make_mlmt_data, max_abs
 from tests.crosscheck.conftest import run_original
 from tests.crosscheck.draws import Draw, plain, randint, recording_rngs
@@ -159,9 +159,9 @@ def test_mlmt_items(original, tmp_path, report):
             "--batch-size-lab", "2", "--batch-size-unlab", "2", "--workers", "0"]
     args = train_mlmt.parse_args(argv + ["--exp-name", "x", "--output-dir", str(tmp_path / "out")])
     env = init_environment("cpu", 0)
-    _, perm, streams = mlmt.make_data(args, env, say=lambda *_: None)
-    split = mlmt.load_split(args, env, "val", say=lambda *_: None)
-    val = mlmt.ClassifierImages(split, "val", args.image_size)
+    _, perm, streams = mlmt_data.make_data(args, env, say=lambda *_: None)
+    split = mlmt_data.load_split(args, env, "val", say=lambda *_: None)
+    val = ClassifierImages(split, "val", args.image_size)
     datasets = {"labeled": streams["labeled"].loader.dataset, "unlabeled": streams["unlabeled"].loader.dataset,
                 "val": val}
     ours, wanted = {}, {}

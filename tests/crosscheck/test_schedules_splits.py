@@ -12,10 +12,10 @@ import train_mlmt
 import train_s4GAN
 import train_s4GAN_wrn38
 from data.splits import load_permutation
-from engine import mlmt, setup
+from engine import mlmt_data, setup
 from engine.run import TrainingRun
-from engine.s4gan import S4GANStep
-from engine.supervised import SupervisedStep
+from methods.s4gan import S4GANStep
+from methods.supervised import SupervisedStep
 from model import build_discriminator, build_segmenter
 from model.wider_resnet import WiderResNet38
 from tests.crosscheck.common import fmt, linked_workdir, make_mlmt_data, write_wrn38_imagenet
@@ -102,7 +102,7 @@ def test_splits_of_every_trainer(original, voc, no_weights, wrn_workdir, tmp_pat
     root = make_mlmt_data(str(tmp_path / "mlmt"))
     argv = ["--data-dir", root, "--pkl-file", os.path.join(root, "split.pkl"), "--labeled-ratio", "0.5", "--workers", "0"]
     args = train_mlmt.parse_args(argv + ["--output-dir", str(tmp_path / "mlmt_out")])
-    _, _, streams = mlmt.make_data(args, env, say=lambda *_: None)
+    _, _, streams = mlmt_data.make_data(args, env, say=lambda *_: None)
     theirs = run_original(original, "mlmt_items", {"argv": argv, "items": {}}, tmp_path)
     rows.append(("train_mlmt", all(np.array_equal(streams[k].sampler.indices, theirs["sampler_indices"][k])
                                    for k in ("labeled", "unlabeled"))))

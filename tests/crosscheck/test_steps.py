@@ -23,8 +23,8 @@ import torch
 import train_mlmt
 import train_s4GAN
 import train_s4GAN_wrn38
-from engine.mlmt import MLMTStep
-from engine.s4gan import S4GANStep
+from methods.mlmt import MLMTStep
+from methods.s4gan import S4GANStep
 from tests.crosscheck.common import (fmt, linked_workdir, make_mlmt_data, max_abs, relative, worst_of,
                                      write_wrn38_imagenet)
 from tests.crosscheck.conftest import run_original

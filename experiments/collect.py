@@ -1,9 +1,9 @@
 """The Markdown table and the plot of a plan, from the runs' result.txt files alone."""
 import os
 
-from utils.experiments import mean_std, read_miou
-from utils.sweep.catalog import METHODS, fraction_label
-from utils.sweep.plan import at_root, exists
+from experiments.scripts import mean_std, read_miou
+from experiments.catalog import METHODS, fraction_label
+from experiments.plan import at_root, exists
 
 def cells(plan):
     """{(method, ratio): (mean %, std %, n)} over the evaluated splits, and {run name: mIoU % or None}."""

@@ -2,9 +2,9 @@
 import os
 import shlex
 
-from utils.experiments import ROOT
-from utils.sweep.plan import at_root
-from utils.sweep.speed import hours_text, run_hours
+from experiments.scripts import ROOT
+from experiments.plan import at_root
+from experiments.speed import hours_text, run_hours
 
 def _task_lines(run):
     q = shlex.quote

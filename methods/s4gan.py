@@ -19,7 +19,8 @@ from collections import deque
 import torch
 import torch.nn.functional as F
 
-from engine.common import images_to_device, labels_to_device, losses_to_floats, set_requires_grad, upsample
+from methods.common import losses_to_floats
+from utils.tensors import images_to_device, labels_to_device, set_requires_grad, upsample
 from utils.losses import masked_cross_entropy, one_hot
 
 

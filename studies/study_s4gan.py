@@ -1,7 +1,7 @@
 """Does s4GAN's self-training act on the demo's data, and which knob makes it? A small study.
 
-    python benchmarks/study_s4gan.py --out study                 # 14 runs, one after another
-    python benchmarks/study_s4gan.py --out study --parallel 7    # a GPU machine with cores to spare
+    python studies/study_s4gan.py --out study                 # 14 runs, one after another
+    python studies/study_s4gan.py --out study --parallel 7    # a GPU machine with cores to spare
 
 The demo's synthetic dataset and recipe (demo.py: ResNet-18 from scratch, 97x97 crops, batch 4,
 800 iterations, 1/8 of the labels, D's learning rate 1e-3), with, for each seed (the split and the
@@ -24,8 +24,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import demo  # noqa: E402
-from utils.experiments import ROOT, command_line, read_result  # noqa: E402
+from experiments import demo  # noqa: E402
+from experiments.scripts import ROOT, command_line, read_result  # noqa: E402
 from utils.plot import plot_runs, read_metrics, read_threshold  # noqa: E402
 
 LAST = 100  # the "final" scores and share: means over the last this many iterations
@@ -42,7 +42,7 @@ def parse(argv):
     p.add_argument("--num-train", type=int, default=None, help="synthetic training images (default: the demo's)")
     p.add_argument("--num-val", type=int, default=None, help="synthetic validation images (default: the demo's)")
     args = p.parse_args(argv)
-    recipe = demo.parse([])
+    recipe = demo.defaults()
     for name in ("steps", "num_train", "num_val"):
         if getattr(args, name) is not None:
             setattr(recipe, name, getattr(args, name))

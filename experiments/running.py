@@ -2,10 +2,10 @@
 import sys
 import time
 
-from utils.experiments import read_miou, run_command
-from utils.sweep.catalog import METHODS, fraction_label
-from utils.sweep.plan import STATE_TEXT, at_root, exists, state
-from utils.sweep.speed import hours_text, run_hours
+from experiments.scripts import read_miou, run_command
+from experiments.catalog import METHODS, fraction_label
+from experiments.plan import STATE_TEXT, at_root, exists, state
+from experiments.speed import hours_text, run_hours
 
 def describe(plan, speeds, device):
     t = plan.table

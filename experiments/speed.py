@@ -9,9 +9,9 @@ import subprocess
 import sys
 
 from utils.errors import UserError
-from utils.experiments import ROOT, command_line, flag_value
-from utils.sweep.catalog import DEFAULT_BATCH
-from utils.sweep.plan import at_root, exists
+from experiments.scripts import ROOT, command_line, flag_value
+from experiments.catalog import DEFAULT_BATCH
+from experiments.plan import at_root, exists
 
 def device_name():
     """This machine's first GPU (nvidia-smi), else CPU: which benchmark rows apply."""

@@ -4,7 +4,7 @@ import os
 from dataclasses import dataclass, field
 
 from utils.errors import UserError
-from utils.experiments import ROOT
+from experiments.scripts import ROOT
 
 METHODS = {  # key: (label in tables, script)
     "baseline": ("DeepLabv2 baseline", "train_full.py"),

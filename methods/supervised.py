@@ -1,5 +1,6 @@
 """The supervised step (train_full.py): pixel cross-entropy L_ce on a labeled batch."""
-from engine.common import images_to_device, labels_to_device, losses_to_floats, upsample
+from methods.common import losses_to_floats
+from utils.tensors import images_to_device, labels_to_device, upsample
 from utils.losses import masked_cross_entropy
 
 

@@ -6,9 +6,9 @@ import sys
 from dataclasses import dataclass
 
 from utils.errors import UserError
-from utils.experiments import ROOT, command_line, flag_value
-from utils.sweep import catalog
-from utils.sweep.catalog import (COCO_WEIGHTS, DEFAULT_BATCH, DEFAULT_STEPS, FULL, METHODS, MLMT_EPOCHS, SEED, Table,
+from experiments.scripts import ROOT, command_line, flag_value
+from experiments import catalog
+from experiments.catalog import (COCO_WEIGHTS, DEFAULT_BATCH, DEFAULT_STEPS, FULL, METHODS, MLMT_EPOCHS, SEED, Table,
                                  fraction_label, parse_ratio, tables)
 
 @dataclass

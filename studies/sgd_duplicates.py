@@ -7,7 +7,7 @@ same fixed gradients for a few steps, and compares the displacement of each tens
   single: SGD with each tensor once (optim_parameters),
   k-modern: k back-to-back updates of today's rule (decay added out of place, one buffer per tensor),
   k-0.4: k back-to-back updates of PyTorch 0.4's rule (decay added into p.grad in place).
-Usage: python benchmarks/sgd_duplicates.py [--steps 2]
+Usage: python studies/sgd_duplicates.py [--steps 2]
 """
 import argparse
 import os
