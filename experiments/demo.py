@@ -28,7 +28,7 @@ def add_recipe_flags(p):
     p.add_argument("--num-train", type=int, default=400, help="synthetic training images (default: %(default)s)")
     p.add_argument("--num-val", type=int, default=100, help="synthetic validation images (default: %(default)s)")
     p.add_argument("--labeled-ratio", type=float, default=0.125, help="labeled fraction (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=320, help="training iterations per run (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=280, help="training iterations per run (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=4, help="batch per loader (default: %(default)s)")
     p.add_argument("--crop", type=int, default=97, help="training crop (default: %(default)s)")
     p.add_argument("--learning-rate", type=float, default=5e-3, help="segmenter SGD lr (default: %(default)s)")
