@@ -67,8 +67,9 @@ def get_args_parser():
                         "<out>/calibration.json for the estimate")
     p.add_argument("--sec-per-iter", default=None, help="the estimate's seconds per iteration, e.g. "
                                                         "baseline=0.4,s4gan=0.9,mlmt=0.5")
-    p.add_argument("--bench-device", default=None, help="use benchmarks/RESULTS.md rows of this device, e.g. H100 "
-                                                        "(default: this machine's GPU, else CPU)")
+    p.add_argument("--bench-device", default=None,
+                   help="estimate with the benchmarks/RESULTS.md rows of this device, e.g. H100, or cpu for this "
+                        "machine's CPU (default: this machine's GPU; without one, the GPU measured there)")
     p.add_argument("--eval-flags", default="", help="extra flags for every evaluate.py command, e.g. '--batch-size 8'")
     p.add_argument("--mlmt-flags", default="", help="extra flags for every train_mlmt.py command")
     return p
@@ -107,11 +108,12 @@ def main(argv=None):
         print(f"wrote {plan.markdown_path} and {plan.png_path}")
         return 0
 
-    device = args.bench_device or speed.device_name()
+    device, note = speed.estimate_device(args.bench_device, speed.benchmark_rows(speed.RESULTS))
     if args.calibrate:
+        device, note = speed.device_name(), None
         speed.calibrate(plan, device)
     speeds = speed.estimate_speeds(plan, device, args.sec_per_iter)
-    print(running.describe(plan, speeds, device))
+    print(running.describe(plan, speeds, device, note))
 
     if args.emit:
         path = jobs.write_job_script(plan, args.emit, args.emit_to, speeds)

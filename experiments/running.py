@@ -7,7 +7,7 @@ from experiments.catalog import METHODS, fraction_label
 from experiments.plan import STATE_TEXT, at_root, exists, state
 from experiments.speed import hours_text, run_hours
 
-def describe(plan, speeds, device):
+def describe(plan, speeds, device, note=None):
     t = plan.table
     methods = ", ".join(f"{METHODS[m][0]} ({METHODS[m][1]})" for m in plan.methods)
     splits = sorted(set(r.split for r in plan.runs))
@@ -21,6 +21,8 @@ def describe(plan, speeds, device):
         lines.append("  MLMT      trains the classifier, then evaluates the s4GAN run of the same fraction and split "
                      "with --with-mlmt")
     lines += [f"  note      {n}" for n in t.notes] + [f"  warning   {w}" for w in plan.warnings]
+    if note:
+        lines.append(f"  estimate  {note}")
     for kind in plan.methods:
         if kind in speeds:
             sec, source = speeds[kind]
@@ -37,7 +39,8 @@ def describe(plan, speeds, device):
         lines.append(f"     {run.eval_text()}")
     hours = [run_hours(r, speeds) for r in plan.runs]
     known = [h * r.gpus for h, r in zip(hours, plan.runs) if h is not None]
-    total = f"about {hours_text(sum(known))} device-hours of training on {device}" if known else "not estimated"
+    unit = "hours of training on this machine's CPU" if device == "CPU" else f"GPU-hours of training on {device}"
+    total = f"about {hours_text(sum(known))} {unit}" if known else "not estimated"
     if known and len(known) < len(hours):
         total += f" ({len(hours) - len(known)} runs not estimated)"
     lines.append(f"\nEstimate: {total}; evaluations not counted (minutes each).")

@@ -13,6 +13,8 @@ from experiments.scripts import ROOT, command_line, flag_value
 from experiments.catalog import DEFAULT_BATCH
 from experiments.plan import at_root, exists
 
+RESULTS = os.path.join(ROOT, "benchmarks", "RESULTS.md")
+
 def device_name():
     """This machine's first GPU (nvidia-smi), else CPU: which benchmark rows apply."""
     if shutil.which("nvidia-smi"):
@@ -24,6 +26,30 @@ def device_name():
         except (OSError, subprocess.SubprocessError):
             pass
     return "CPU"
+
+
+def measured_gpus(rows):
+    """The GPUs benchmarks/RESULTS.md has rows for, in the order of the file ("GPU: NVIDIA H200, ...")."""
+    names = []
+    for row in rows:
+        match = re.match(r"\W*GPU:\s*([^,*]+)", row["device"])
+        if match and match.group(1).strip() not in names:
+            names.append(match.group(1).strip())
+    return names
+
+
+def estimate_device(requested=None, rows=()):
+    """(the device whose speed the estimate uses, a note or None). --bench-device wins ('cpu': this
+    machine's CPU); else this machine's GPU; else the GPU measured last in benchmarks/RESULTS.md, as
+    the runs of a table will happen on GPUs, not on the CPU of the machine that plans them."""
+    if requested:
+        return ("CPU" if requested.lower() == "cpu" else requested), None
+    here = device_name()
+    gpus = measured_gpus(rows)
+    if here != "CPU" or not gpus:
+        return here, None
+    return gpus[-1], (f"no GPU here: the estimate uses the rows measured on {gpus[-1]} (--bench-device cpu: this "
+                      f"machine's CPU; --calibrate on the machine that will train)")
 
 
 def workload(kind, argv, table):
@@ -116,7 +142,7 @@ def estimate_speeds(plan, device, sec_per_iter=None):
     if exists(os.path.join(plan.root, "calibration.json")):
         with open(at_root(os.path.join(plan.root, "calibration.json"))) as f:
             calibration = json.load(f)
-    rows = benchmark_rows(os.path.join(ROOT, "benchmarks", "RESULTS.md"))
+    rows = benchmark_rows(RESULTS)
     for kind in plan.methods:
         run = next(r for r in plan.runs if r.method == kind)
         config, images, pixels = workload(kind, run.train, plan.table)
@@ -127,25 +153,60 @@ def estimate_speeds(plan, device, sec_per_iter=None):
         if measured and measured["config"] == [*config, images, pixels]:
             speeds[kind] = (measured["sec_per_iter"], f"--calibrate on {measured['device']}")
             continue
-        best = None
-        for row in rows:
-            if device.lower() not in row["device"].lower() and not (device == "CPU" and "CPU" in row["device"]):
-                continue
-            row_config, row_images, row_pixels = measured_workload(row)
-            same_kind = row_config[0] == config[0] or {row_config[0], config[0]} == {"s4gan", "full"}
-            if same_kind and row_config[1:] == config[1:]:
-                rate = float(row["images / s"]) * row_pixels / pixels  # images/s at the run's image size
-                exact = row_config[0] == config[0]
-                if best is None or (exact, row_images) > best[0]:
-                    best = ((exact, row_images), images / rate, row)
-        if best:
-            row = best[2]
-            (mode, backbone, _, _), row_images, row_pixels = measured_workload(row)
+        here = [r for r in rows if device.lower() in r["device"].lower() or (device == "CPU" and "CPU" in r["device"])]
+        found = closest_row(here, config, images, pixels)
+        if found:
+            seconds, row, factor, factor_text = found
+            (mode, backbone, amp, channels_last), row_images, row_pixels = measured_workload(row)
             where = row["device"].replace("*", "").split(",")[0]
-            speeds[kind] = (best[1], f"benchmarks/RESULTS.md ({where}: {backbone} {mode}, {row_images} images of "
+            speeds[kind] = (seconds, f"benchmarks/RESULTS.md ({where}: {backbone} {mode}, {row_images} images of "
                                      f"{row_pixels} pixels per iteration at {row['images / s']} images/s; scaled to "
-                                     f"{images} images of {pixels} pixels)")
+                                     f"{images} images of {pixels} pixels{factor_text})")
     return speeds
+
+
+def precision_text(amp, channels_last):
+    return ("fp32" if amp == "off" else amp) + (" + channels-last" if channels_last else "")
+
+
+def closest_row(rows, config, images, pixels):
+    """(seconds per iteration, the row, precision factor, its text) from the rows of one device: a row of
+    the same kind (the baseline and s4GAN serve each other), backbone and precision, scaled to the run's
+    images and pixels; else one in another precision, times the ratio of the two precisions measured on
+    that device for another workload (e.g. the s4GAN step's fp32 / bf16 + channels-last); None if none."""
+    def same_kind(a, b):
+        return a == b or {a, b} == {"s4gan", "full"}
+
+    def seconds(row, factor=1.0):
+        _, _, row_pixels = measured_workload(row)
+        return images / (float(row["images / s"]) * row_pixels / pixels) * factor
+
+    best = None
+    for row in rows:
+        row_config, row_images, _ = measured_workload(row)
+        if same_kind(row_config[0], config[0]) and row_config[1:] == config[1:]:
+            key = (row_config[0] == config[0], row_images)
+            if best is None or key > best[0]:
+                best = (key, row)
+    if best:
+        return seconds(best[1]), best[1], 1.0, ""
+    for row in rows:
+        row_config, _, _ = measured_workload(row)
+        if not (same_kind(row_config[0], config[0]) and row_config[1] == config[1]):
+            continue
+        pairs = {}
+        for other in rows:  # the same workload measured in both precisions
+            other_config, other_images, other_pixels = measured_workload(other)
+            per_image = 1.0 / float(other["images / s"])
+            pairs.setdefault((other_config[:2], other_images, other_pixels), {})[other_config[2:]] = per_image
+        for workload_key, measured in pairs.items():
+            if config[2:] in measured and row_config[2:] in measured:
+                factor = measured[config[2:]] / measured[row_config[2:]]
+                text = (f", measured in {precision_text(*row_config[2:])}: x{factor:.2f} for "
+                        f"{precision_text(*config[2:])}, the ratio of the two on this device for "
+                        f"{workload_key[0][1]} {workload_key[0][0]}")
+                return seconds(row, factor), row, factor, text
+    return None
 
 
 def calibrate(plan, device):

@@ -240,7 +240,7 @@ class SelfTrainingMonitor:
                 f"D near chance (both scores near 0.5, under the threshold: lower --threshold-st, or raise "
                 f"--learning-rate-D) or D winning (predictions scored near 0: lower --learning-rate-D, or "
                 f"--threshold-st); these scores look like D {'winning' if winning else 'near chance'}. "
-                f"See README, 's4GAN on your own data'")
+                f"See docs/your-data.md, 's4GAN on your own data'")
 
     def state_dict(self):
         return {"recent": [list(r) for r in self.recent], "since": dict(self.since)}

@@ -1,5 +1,6 @@
 """reproduce.py (issue 14): the plans against the original README's commands, job scripts, a
 miniature table run end to end, --collect, and a stopped sweep that resumes."""
+import glob
 import os
 import pathlib
 import re
@@ -48,9 +49,10 @@ def flags(argv):
 
 
 def readme_blocks():
-    """Every bash block of the README as (its offset, its commands as argv lists: continuations
-    joined, comments dropped)."""
-    text = open(os.path.join(ROOT, "README.md")).read()
+    """Every bash block of the README, then of docs/*.md, as (its offset in their concatenation, its
+    commands as argv lists: continuations joined, comments dropped)."""
+    paths = [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
+    text = "\n".join(open(p).read() for p in paths)
     blocks = []
     for match in re.finditer(r"```bash\n(.*?)```", text, re.S):
         lines = match.group(1).replace("\\\n", " ").splitlines()
@@ -75,9 +77,9 @@ ADDED = VARYING | {"--resume", "--save-dir", "--random-seed", "--output-dir", "-
 
 
 @pytest.mark.parametrize("table,heading,ratios", [
-    ("voc", "## PASCAL VOC 2012", ["1/50", "1/20", "1/8", "full"]),
-    ("context", "## PASCAL-Context", ["1/8", "1/4", "full"]),
-    ("cityscapes", "## Cityscapes", ["1/8", "1/4", "full"]),
+    ("voc", "### PASCAL VOC 2012", ["1/50", "1/20", "1/8", "full"]),
+    ("context", "### PASCAL-Context", ["1/8", "1/4", "full"]),
+    ("cityscapes", "### Cityscapes", ["1/8", "1/4", "full"]),
 ])
 def test_each_plan_has_the_readme_flags_for_every_fraction_and_split(table, heading, ratios, capsys, monkeypatch):
     monkeypatch.setattr(catalog, "mlmt_available", lambda: False)
@@ -150,7 +152,7 @@ def test_options_adapt_the_plan(capsys, monkeypatch):
     assert flags(base_eval)["--data-dir"] == "/data/voc" and base_eval[0] == "python"
     assert "results/voc_coco.md" in out and "checkpoints/reproduce/voc_coco/" in out
     # 1000 iterations: 0.1 h (baseline) and 0.2 h (s4GAN) each, on 2 GPUs
-    assert "about 0.1 h" in out and "about 0.2 h" in out and "about 0.6 device-hours" in out
+    assert "about 0.1 h" in out and "about 0.2 h" in out and "about 0.6 GPU-hours" in out
     _, out = plan_of(["--table", "cityscapes", "--eval-snapshot", "readme", "--ratios", "1/4", "--splits", "0"], capsys)
     assert "VOC_30000.pth, the snapshot the original README evaluated" in out and "eval_VOC_30000" in out
 
@@ -186,6 +188,34 @@ def test_the_estimate_reads_the_benchmark_results(capsys, monkeypatch, tmp_path)
     assert "s4GAN: 0.2 s / iteration" in out
     _, out = plan_of(["--table", "voc", "--ratios", "1/8", "--splits", "0", "--bench-device", "A100"], capsys)
     assert "no measurement for A100" in out and "not estimated" in out
+
+
+def test_without_a_gpu_the_estimate_is_in_gpu_hours_of_the_measured_gpu(capsys, monkeypatch):
+    """The runs will happen on GPUs: a plan made on a CPU machine is estimated with the GPU rows of
+    benchmarks/RESULTS.md (naming the GPU), the H200's MLMT row included; CPU hours on request."""
+    monkeypatch.setattr(catalog, "mlmt_available", lambda: True)
+    monkeypatch.setattr(speed, "device_name", lambda: "CPU")
+    _, out = plan_of(["--table", "voc"], capsys)
+    assert "GPU-hours of training on NVIDIA H200" in out and "not estimated" not in out
+    assert "no GPU here: the estimate uses the rows measured on NVIDIA H200" in out
+    assert re.search(r"s4GAN \+ MLMT: [\d.]+ s / iteration from benchmarks/RESULTS.md \(GPU: NVIDIA H200: resnet101 mlmt", out)
+    _, out = plan_of(["--table", "voc", "--bench-device", "cpu"], capsys)
+    assert "hours of training on this machine's CPU" in out and "GPU-hours" not in out
+
+
+def test_a_row_in_another_precision_is_scaled_by_the_devices_ratio():
+    """Hand-worked: fp32 s4GAN 48 images/s, bf16 + channels-last 120 (ratio 2.5 per image); an MLMT row
+    measured only in bf16 + channels-last at 600 images/s of 176 images -> fp32: 176 / 600 x 2.5 s."""
+    rows = [{"device": "GPU: X", "command": "python benchmarks/bench_train.py --backbone resnet101 --batch-size 8 "
+             "--crop 321", "mode": "s4gan", "amp": amp, "channels-last": cl, "images / s": rate}
+            for amp, cl, rate in (("off", "no", "48.0"), ("bf16", "yes", "120.0"))]
+    rows.append({"device": "GPU: X", "command": "python benchmarks/bench_mlmt.py --backbone resnet101",
+                 "model": "resnet101 student + teacher", "image": "320", "batch lab + unlab": "16 + 80 x 2 views",
+                 "amp": "bf16", "channels-last": "yes", "images / s": "600.0"})
+    seconds, row, factor, text = speed.closest_row(rows, ("mlmt", "resnet101", "off", False), 176, 320 * 320)
+    assert seconds == pytest.approx(176 / 600 * 2.5) and factor == pytest.approx(2.5) and row is rows[2]
+    assert "x2.50 for fp32" in text
+    assert speed.closest_row(rows, ("mlmt", "resnet50", "off", False), 176, 320 * 320) is None
 
 
 def test_the_gpu_check_tables_give_estimates_from_their_own_cells(tmp_path):

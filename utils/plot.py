@@ -7,7 +7,7 @@ validation mIoU when a run logged it); several folders are drawn in the same pan
 colour throughout, labelled by folder name. Noisy curves are drawn faint with a moving average on top
 (--smooth, in logged points; 1 draws the raw values only). An s4GAN run also gets the panel
 "discriminator": D's mean score on ground truth (solid) and on predictions (dashed), with its
---threshold-st (from the folder's args.json) as a dotted line; README, "s4GAN on your own data",
+--threshold-st (from the folder's args.json) as a dotted line; docs/your-data.md, "s4GAN on your own data",
 says how to read it.
 """
 import argparse
