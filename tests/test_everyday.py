@@ -62,6 +62,9 @@ def test_demo_runs_end_to_end_and_writes_its_outputs(synthetic, tmp_path, capfd)
         assert (out / name).is_file(), name
     table = (out / "results.md").read_text()
     assert "baseline 1/8" in table and "s4GAN 1/8" in table and "baseline all labels" in table and "mIoU" in table
+    # which machine produced the numbers, and what one seed can and cannot show
+    assert "CPU cores" in table and "PyTorch" in table and "One seed, one machine" in table
+    assert "cannot show: whether s4GAN beats the baseline" in table
 
 
 def test_folder_dataset_names_classes_from_classes_txt(synthetic, tmp_path, capsys):
