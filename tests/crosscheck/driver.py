@@ -339,20 +339,29 @@ def s4gan(spec):
         return out
 
     RegisteringDataParallel.forward = forward_recorded
+    stdout = run_recording_backward(mod.main, lambda loss: now()["backward"].append(loss))
+    record.update(iterations=iterations, stdout=stdout, sampler_indices=loaders.sampler_indices,
+                  final={"S": bare(WRAPPED[-2].state_dict()), "D": bare(WRAPPED[-1].state_dict())})
+    return record
+
+
+def run_recording_backward(main, on_backward):
+    """main(), each tensor that backward() is called on (the losses) passed to on_backward first;
+    returns what main printed."""
     real_backward = torch.Tensor.backward
 
     def backward(self, *args, **kwargs):
-        now()["backward"].append(self.detach().clone())
+        on_backward(self.detach().clone())
         return real_backward(self, *args, **kwargs)
 
     torch.Tensor.backward = backward
     stdout = io.StringIO()
-    with contextlib.redirect_stdout(stdout):
-        mod.main()
-    torch.Tensor.backward = real_backward
-    record.update(iterations=iterations, stdout=stdout.getvalue(), sampler_indices=loaders.sampler_indices,
-                  final={"S": bare(WRAPPED[-2].state_dict()), "D": bare(WRAPPED[-1].state_dict())})
-    return record
+    try:
+        with contextlib.redirect_stdout(stdout):
+            main()
+    finally:
+        torch.Tensor.backward = real_backward
+    return stdout.getvalue()
 
 
 def _keep(log, value):
@@ -396,18 +405,7 @@ def mlmt(spec):
             return _keep(record["class_loss"], super().forward(*args))
 
     torch.nn.BCELoss = RecordingBCE
-    real_backward = torch.Tensor.backward
-
-    def backward(self, *args, **kwargs):
-        record["backward"].append(self.detach().clone())
-        return real_backward(self, *args, **kwargs)
-
-    torch.Tensor.backward = backward
-    stdout = io.StringIO()
-    with contextlib.redirect_stdout(stdout):
-        mod.main()
-    torch.Tensor.backward = real_backward
-    record["stdout"] = stdout.getvalue()
+    record["stdout"] = run_recording_backward(mod.main, record["backward"].append)
     record["sampler_indices"] = loaders.sampler_indices
     return record
 
