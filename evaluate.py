@@ -93,6 +93,7 @@ def main(argv=None):
     env = init_environment(args.device, args.gpu)
     spec = get_dataset(args.dataset)
     dataset = spec.build_val(args)
+    fusion = MLMTFusion(args.mlmt_file, len(dataset), args.num_classes, args.mlmt_fusion) if args.with_mlmt else None
     options = {name: getattr(args, name) for name in SEGMENTERS[args.model].options if hasattr(args, name)}
     model = build_segmenter(args.backbone, args.num_classes, args.model, **options)
     load_exact(model, read_state_dict(args.restore_from), args.restore_from)
@@ -103,7 +104,6 @@ def main(argv=None):
         os.makedirs(args.save_dir, exist_ok=True)
     except OSError as exc:
         raise UserError(f"--save-dir {args.save_dir} cannot be created: {exc.strerror or exc}") from None
-    fusion = MLMTFusion(args.mlmt_file, len(dataset), args.num_classes, args.mlmt_fusion) if args.with_mlmt else None
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers,
                         collate_fn=eval_collate, pin_memory=env.device.type == "cuda")
     writer = PredictionWriter(args.save_dir, dataset, spec.palette) if args.save_output_images else None

@@ -129,14 +129,14 @@ def find_split_dirs(root, split):
     return image_dir, label_dir
 
 
-def discover(image_dir):
-    """Sorted names '<city>/<frame>' of every *_leftImg8bit.png under image_dir."""
+def discover(image_dir, suffix=IMAGE_SUFFIX):
+    """Sorted names '<city>/<frame>' of every *<suffix> file (default *_leftImg8bit.png) under image_dir."""
     found = []
     for folder, _, files in os.walk(image_dir):
         rel = os.path.relpath(folder, image_dir)
         for f in files:
-            if f.endswith(IMAGE_SUFFIX):
-                frame = f[:-len(IMAGE_SUFFIX)]
+            if f.endswith(suffix):
+                frame = f[:-len(suffix)]
                 found.append(frame if rel == "." else os.path.join(rel, frame).replace(os.sep, "/"))
     return sorted(found)
 
@@ -268,8 +268,20 @@ class CityscapesSegmentation(Dataset):
             self.ids = discover(self.image_dir)
             if not self.ids:
                 raise _layout_error(root, split, f"{self.image_dir} holds no *{IMAGE_SUFFIX} file")
+            if check_files:
+                self._check_no_orphan_labels()
         if check_files:
             self._check_files(list_path)
+
+    def _check_no_orphan_labels(self):
+        """A label whose image is missing means an incomplete extraction of leftImg8bit: say so now,
+        rather than train on fewer images than the split files count."""
+        images = set(self.ids)
+        orphans = [name for name in discover(self.label_dir, LABEL_SUFFIX) if name not in images]
+        if orphans:
+            raise UserError(f"label {self.label_path(orphans[0])} has no image {self.image_path(orphans[0])} "
+                            f"({len(orphans)} label(s) without image in {self.label_dir}): re-extract "
+                            f"leftImg8bit_trainvaltest.zip, or remove the labels of images you left out")
 
     def image_path(self, name):
         return os.path.join(self.image_dir, name + IMAGE_SUFFIX)

@@ -64,6 +64,7 @@ CONTEXT_CLASSES = (
     "train", "tree", "truck", "tvmonitor", "wall", "water", "window", "wood",
 )
 NUM_CLASSES = len(CONTEXT_CLASSES)
+MAX_CATEGORY_ID = 459  # the full release numbers its categories 1..459 (0: unlabeled)
 CONTEXT_IGNORE_LABEL = -1  # nothing is ignored: every pixel, background included, is a class
 IMAGE_DIR, MASK_DIR, MAT_DIR = "JPEGImages", "SegmentationClassContext", "trainval"
 SPLITS = ("train", "val")

@@ -12,7 +12,7 @@ import zipfile
 
 import numpy as np
 
-from data.context import map_category_ids
+from data.context import MAX_CATEGORY_ID, map_category_ids
 from utils.errors import UserError
 
 
@@ -153,7 +153,9 @@ def read_label_map(path):
     if label_map.ndim != 2 or label_map.dtype.kind not in "iuf" or (
             label_map.dtype.kind == "f" and not np.array_equal(label_map, np.round(label_map))):
         raise UserError(f"{path}: LabelMap is not a 2-D map of integer category ids")
-    try:
-        return map_category_ids(label_map.astype(np.int64))
-    except ValueError as exc:
-        raise UserError(f"{path}: {exc}") from None
+    outside = np.unique(label_map[(label_map < 0) | (label_map > MAX_CATEGORY_ID)])
+    if outside.size:
+        raise UserError(f"{path}: category ids {outside[:5].astype(np.int64).tolist()} are outside the "
+                        f"{MAX_CATEGORY_ID} of PASCAL-Context's full release (0 to {MAX_CATEGORY_ID}): is it "
+                        f"another dataset's .mat?")
+    return map_category_ids(label_map.astype(np.int64))

@@ -178,6 +178,12 @@ def check_train_args(args, script):
     for flag in ("batch_size", "num_steps", "save_pred_every", "log_every"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1")
+    need = SEGMENTERS[args.model].min_batch
+    for flag in ("batch_size", "batch_size_unlab"):
+        if getattr(args, flag, need) < need:
+            raise UserError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: --model {args.model} needs at least "
+                            f"{need} images per batch (the BatchNorm of its ASPP image pooling normalises over the "
+                            f"batch, and cannot normalise one image)")
     if args.restore_from is None:
         args.restore_from = f"{PRETRAINED_DIR}/{SEGMENTERS[args.model].imagenet_weights[args.backbone]}"
     if isinstance(args.split_id, str) and args.split_id.lower() == "none":

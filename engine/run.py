@@ -36,8 +36,9 @@ from data import get_dataset
 from engine import setup
 from engine.evaluator import prediction_montage, validation_dataset
 from engine.state import TrainingState, read_training_state
+from model import SEGMENTERS
 from utils.amp import Precision
-from utils.checkpoint import atomic_torch_save
+from utils.checkpoint import atomic_torch_save, remove_stale_temporaries
 from utils.distributed import cleanup
 from utils.errors import UserError
 from utils.progress import TrainingLog
@@ -54,20 +55,30 @@ class TrainingRun:
         self.args = args
         self.log_dir = log_dir or args.checkpoint_dir
         self.env = setup.start_run(args)
-        self.resume = read_training_state(args, self.env.world_size)
-        if self.env.is_main:
-            setup.write_args(args)
-            if os.path.abspath(self.log_dir) != os.path.abspath(args.checkpoint_dir):
-                os.makedirs(self.log_dir, exist_ok=True)
-                setup.write_args(args, self.log_dir)  # beside metrics.jsonl too, for the plot
+        if self.env.is_main:  # what a write killed half-way left behind (only our temporary files)
+            for folder in {args.checkpoint_dir, self.log_dir}:
+                removed = remove_stale_temporaries(folder)
+                if removed:
+                    self.say(f"removed {len(removed)} temporary file(s) a killed write left in {folder}: "
+                             f"{', '.join(removed[:3])}")
+        self.resume = read_training_state(args, self.env.world_size, say=self.say)
         saved_split = self.resume["split"] if self.resume else None
         if data is not None:
             self.dataset, self.split, self.streams = data(args, self.env, saved_split)
         else:
+            # a model that cannot train on a batch of one image never gets an incomplete batch
+            drop_last = drop_last or (hasattr(args, "model") and SEGMENTERS[args.model].min_batch > 1)
             self.dataset, num_listed = setup.make_train_dataset(args)
-            self.split = setup.make_split(args, self.env, num_listed, split_file, saved_split)
+            self.split = setup.make_split(args, num_listed, saved_split)
             self.streams = setup.make_streams(args, self.env, self.dataset, self.split, streams, num_listed,
                                               batch_sizes, drop_last)
+        if self.env.is_main:  # written once every input has been checked: a refused run overwrites nothing
+            setup.write_args(args)
+            if os.path.abspath(self.log_dir) != os.path.abspath(args.checkpoint_dir):
+                os.makedirs(self.log_dir, exist_ok=True)
+                setup.write_args(args, self.log_dir)  # beside metrics.jsonl too, for the plot
+            if split_file and self.split is not None:
+                setup.save_split(args, self.split, split_file)
         self.precision = Precision(args.amp, self.env.device)
         self.models, self.optimizers, self.base_lrs = {}, {}, {}
         self.state, self.start, self.lr = None, 0, None

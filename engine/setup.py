@@ -95,20 +95,20 @@ def prepare_module(module, args, env, sync_bn=False):
     return DistributedDataParallel(module, device_ids=device_ids), module
 
 
-def make_split(args, env, num_images, split_file, saved=None):
-    """The permutation behind the labeled/unlabeled split (None when every image is labeled), saved
-    in the checkpoint folder as `split_file` (the original's name for the script)."""
+def make_split(args, num_images, saved=None):
+    """The permutation behind the labeled/unlabeled split (None when every image is labeled)."""
     if args.labeled_ratio is None:
         return None
     if saved is not None:
-        perm = np.asarray(saved, np.int64)
-    elif args.split_id:
-        perm = load_permutation(args.split_id, num_images)
-    else:
-        perm = seeded_permutation(num_images, args.random_seed)
-    if env.is_main:
-        save_permutation(os.path.join(args.checkpoint_dir, split_file), perm)
-    return perm
+        return np.asarray(saved, np.int64)
+    if args.split_id:
+        return load_permutation(args.split_id, num_images)
+    return seeded_permutation(num_images, args.random_seed)
+
+
+def save_split(args, perm, split_file):
+    """The permutation in the checkpoint folder as `split_file` (the original's name for the script)."""
+    save_permutation(os.path.join(args.checkpoint_dir, split_file), perm)
 
 
 def make_streams(args, env, dataset, perm, names, num_listed=None, batch_sizes=None, drop_last=False):

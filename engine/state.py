@@ -2,7 +2,11 @@
 
 latest.pth holds the models, the optimizers (legacy SGD and the fp16 scaler included), the next
 iteration, every RNG state (one per process), each loader's position in its epoch, the split and
-the flags. A resumed run continues exactly where the saved one stopped.
+the flags, with a digest of all of it. A resumed run continues exactly where the saved one stopped.
+
+Each save moves the previous state to latest.prev.pth first. `--resume auto` checks latest.pth (it
+loads, it is a training state of this project, its digest matches) and, if it is damaged or missing
+while latest.prev.pth is there, resumes from that previous generation with a warning naming both.
 """
 import hashlib
 import io
@@ -17,6 +21,7 @@ from utils.errors import UserError
 from utils.seeding import rng_state, set_rng_state
 
 LATEST = "latest.pth"
+PREVIOUS = "latest.prev.pth"  # the generation before latest.pth
 FORMAT = "semisup-seg-training-state-1"
 # Flags that may differ on resume: they change where and how fast a run goes, not what it computes.
 HARMLESS_FLAGS = {"num_workers", "device", "gpu", "log_every", "checkpoint_dir", "restore_from",
@@ -32,6 +37,52 @@ def ids_fingerprint(ids):
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
 
 
+def state_digest(state):
+    """sha256 over everything in a training state but its "digest": every tensor's dtype, shape and
+    bytes, every other value's repr, in a fixed order."""
+    h = hashlib.sha256()
+
+    def walk(x):
+        if isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous().reshape(-1)
+            h.update(f"T{x.dtype}{tuple(x.shape)}".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(x, dict):
+            for k in sorted(x, key=repr):
+                if k != "digest":
+                    h.update(f"K{k!r}".encode())
+                    walk(x[k])
+        elif isinstance(x, (list, tuple)):
+            h.update(f"L{len(x)}".encode())
+            for v in x:
+                walk(v)
+        else:
+            h.update(f"V{x!r}".encode())
+
+    walk(state)
+    return h.hexdigest()
+
+
+class DamagedState(Exception):
+    pass
+
+
+def load_state(path):
+    """A training state from `path` (weights only), checked: it loads, it is one of ours, its digest
+    matches (states written before the digest existed have none). DamagedState says what is wrong."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DamagedState(f"it does not load ({first[:150]})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise DamagedState("it is not a training state written by this project (VOC_<i>.pth snapshots hold weights "
+                           "only; use --restore-from for them)")
+    if "digest" in state and state_digest(state) != state["digest"]:
+        raise DamagedState("its content does not match its digest (a damaged file)")
+    return state
+
+
 def resume_path(args):
     """--resume auto: <checkpoint-dir>/latest.pth if it exists; --resume PATH: that file."""
     if not args.resume:
@@ -44,18 +95,46 @@ def resume_path(args):
     return args.resume
 
 
-def read_training_state(args, world_size):
-    """Load latest.pth (weights only) and refuse it if flags that change the run differ."""
-    path = resume_path(args)
-    if path is None:
-        return None
+def _auto_state(args, say):
+    """--resume auto: latest.pth, else (damaged or missing) the previous generation; None: start fresh."""
+    latest = os.path.join(args.checkpoint_dir, LATEST)
+    previous = os.path.join(args.checkpoint_dir, PREVIOUS)
+    problem = None
+    if os.path.isfile(latest):
+        try:
+            return latest, load_state(latest)
+        except DamagedState as exc:
+            problem = f"{latest}: {exc}"
+    elif not os.path.isfile(previous):
+        return None, None
+    else:
+        problem = f"{latest} is missing (a save was interrupted)"
+    if not os.path.isfile(previous):
+        raise UserError(f"--resume auto: {problem}, and there is no previous generation {previous}: start the run "
+                        f"afresh in another --checkpoint-dir, or remove {latest}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UserError(f"--resume {path} is not a readable training state ({str(exc).splitlines()[0]})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise UserError(f"--resume {path} is not a training state written by this project "
-                        f"(VOC_<i>.pth snapshots hold weights only; use --restore-from for them)")
+        state = load_state(previous)
+    except DamagedState as exc:
+        raise UserError(f"--resume auto: {problem}; the previous generation {previous} too: {exc}") from None
+    say(f"warning: {problem}; resuming from the previous generation {previous} (iteration {state['iteration']})")
+    return previous, state
+
+
+def read_training_state(args, world_size, say=print):
+    """Load the state --resume names (weights only, checked) and refuse it if flags that change the
+    run differ."""
+    if args.resume == "auto":
+        path, state = _auto_state(args, say)
+        if state is None:
+            return None
+    else:
+        path = resume_path(args)
+        if path is None:
+            return None
+        try:
+            state = load_state(path)
+        except DamagedState as exc:
+            raise UserError(f"--resume {path}: {exc}") from None
     saved, current = state["args"], {k: _plain(v) for k, v in vars(args).items()}
     differences = [f"--{k.replace('_', '-')} {saved.get(k)!r} -> {current.get(k)!r}"
                    for k in sorted(set(saved) & set(current))  # flags added or removed since the run began are not compared
@@ -82,6 +161,7 @@ class TrainingState:
         self.split = split
         self.fingerprint = ids_fingerprint(dataset_ids)
         self.path = os.path.join(args.checkpoint_dir, LATEST)
+        self.previous = os.path.join(args.checkpoint_dir, PREVIOUS)
 
     def save(self, next_iteration):
         # every process's RNG state, gathered as bytes (all_gather_object mishandles tensors)
@@ -91,7 +171,7 @@ class TrainingState:
         if not self.env.is_main:
             return
         rng = [torch.load(io.BytesIO(b), weights_only=True) for b in gathered]
-        atomic_torch_save({
+        state = {
             "format": FORMAT,
             "iteration": next_iteration,
             "model": _bare(self.modules["model"]).state_dict(),
@@ -105,7 +185,9 @@ class TrainingState:
             "dataset": self.fingerprint,
             "world_size": self.env.world_size,
             "args": {k: _plain(v) for k, v in vars(self.args).items()},
-        }, self.path)
+        }
+        state["digest"] = state_digest(state)
+        atomic_torch_save(state, self.path, keep_previous=self.previous)
 
     def restore(self, state):
         """Load everything from a state read by read_training_state; return the next iteration."""

@@ -23,6 +23,9 @@ class Segmenter:
     # how the ImageNet file loads: None = the --restore-from rule (copy tensors by name and shape);
     # else (model, path) -> count, or None when the file is absent (the run then warns and goes on)
     load_imagenet: Optional[Callable] = None
+    # images a training batch needs at least (2: a BatchNorm over pooled features, as DeepLabv3+'s
+    # image pooling, cannot normalise one image); its trainers then drop incomplete batches
+    min_batch: int = 1
 
 
 SEGMENTERS = {
@@ -32,7 +35,7 @@ SEGMENTERS = {
     "deeplabv3p_wrn38": Segmenter(lambda backbone, num_classes, wrn_width_mult=1.0:
                                   deeplabv3p_wrn38(num_classes, backbone, wrn_width_mult),
                                   ("wrn38",), ("wrn_width_mult",), {"wrn38": os.path.basename(WRN38_IMAGENET)},
-                                  lambda model, path: load_wrn38_imagenet(model.backbone, path)),
+                                  lambda model, path: load_wrn38_imagenet(model.backbone, path), min_batch=2),
 }
 # the original's --model defaults ('DeepLab' in the trainers); all meant DeepLabv2
 MODEL_ALIASES = {"deeplab": "deeplabv2", "deeplabv2": "deeplabv2"}

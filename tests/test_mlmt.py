@@ -313,7 +313,8 @@ def test_the_same_labeled_images_as_the_segmentation_trainer(voc, tmp_path):
                                                        "--split-id", pkl))
     os.makedirs(seg_args.checkpoint_dir)
     dataset, n = setup.make_train_dataset(seg_args)
-    perm = setup.make_split(seg_args, CPU, n, "train_voc_split.pkl")
+    perm = setup.make_split(seg_args, n)
+    setup.save_split(seg_args, perm, "train_voc_split.pkl")
     seg_pool = setup.make_streams(seg_args, CPU, dataset, perm, ("labeled",))["labeled"].sampler.indices
     args = train_mlmt.parse_args(mlmt_flags(voc, tmp_path / "m", "--labeled-ratio", "0.34",
                                             pkl=str(tmp_path / "seg" / "train_voc_split.pkl")))

@@ -1,48 +1,132 @@
-"""Atomic file writes: write a temporary file in the same folder, fsync, then rename over the target.
+"""Atomic file writes: write a temporary file in the same folder, flush, fsync, rename it over the
+target, fsync the folder. A crash or a full disk at any point leaves the previous file intact, never a
+truncated one; what a crash can leave is the temporary file (`.tmp-<8 characters>-<name>`), which
+`remove_stale_temporaries` clears when a run starts.
 
-A crash or a full disk mid-write leaves the previous file intact, never a truncated one.
+Faults can be injected for tests: `set_fault(hook)` calls hook(stage, path) at each stage of a write
+(written, flushed, synced, rotated, renamed), and the environment variable
+SEMISUP_TEST_FAULT=<file name>:<stage>:<kill|raise|enospc|eio>[:<n-th write of that file>] does the
+same for a whole process (kill: SIGKILL at that point).
 """
 import contextlib
+import errno
 import os
+import re
+import shutil
+import signal
 import tempfile
 
 import torch
 
 from utils.errors import UserError
 
+STAGES = ("written", "flushed", "synced", "rotated", "renamed")
+TEMPORARY = re.compile(r"^\.tmp-[a-z0-9_]{8}-.+$")  # what atomic_open names its temporary files
+_fault = None
+_writes = {}
+
+
+def set_fault(hook):
+    """Install (or, with None, remove) the fault hook: hook(stage, path) before each stage."""
+    global _fault
+    _fault = hook
+
+
+def _stage(stage, path):
+    if _fault is not None:
+        _fault(stage, path)
+    spec = os.environ.get("SEMISUP_TEST_FAULT")
+    if spec:
+        name, at, action, *nth = spec.split(":")
+        if name == os.path.basename(path) and at == stage and _writes.get(path, 0) == int((nth or [1])[0]):
+            if action == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            codes = {"enospc": errno.ENOSPC, "eio": errno.EIO}
+            if action in codes:
+                raise OSError(codes[action], os.strerror(codes[action]))
+            raise RuntimeError(f"injected fault at {stage} of {path}")
+
+
+def _size(n):
+    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n} bytes"
+
 
 @contextlib.contextmanager
-def atomic_open(path):
-    """Open a temporary file for writing; on success it replaces `path`, on failure it is removed."""
+def atomic_open(path, size_hint=None, keep_previous=None):
+    """Open a temporary file for writing; on success it replaces `path`, on failure it is removed.
+
+    `keep_previous`: a path that the file being replaced moves to first (the previous generation).
+    An OSError (a full disk, an I/O error) becomes one line naming the folder, the size needed and
+    the space free; the previous file stays as it was."""
     folder = os.path.dirname(os.path.abspath(path))
+    _writes[path] = _writes.get(path, 0) + 1
     try:
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(path), dir=folder)
     except OSError as exc:
         raise UserError(f"cannot write to {folder}: {exc.strerror or exc}") from None
+    written = 0
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
+            written = f.tell()
+            _stage("written", path)
             f.flush()
+            _stage("flushed", path)
             os.fsync(f.fileno())
+            _stage("synced", path)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual mode
+        if keep_previous and os.path.isfile(path):
+            os.replace(path, keep_previous)
+            _stage("rotated", path)
         os.replace(tmp, path)
+        _stage("renamed", path)
         _fsync_folder(folder)
     except OSError as exc:
         _remove_quietly(tmp)
-        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+        needed = max(written, size_hint or 0)
+        try:
+            free = f", {_size(shutil.disk_usage(folder).free)} free"
+        except OSError:
+            free = ""
+        raise UserError(f"cannot write {path}: {exc.strerror or exc} (in {folder}: about {_size(needed)} needed{free}); "
+                        f"the previous files are intact: free some space and continue with --resume auto") from None
     except BaseException:
         _remove_quietly(tmp)
         raise
 
 
 def atomic_write_bytes(path, data):
-    with atomic_open(path) as f:
+    with atomic_open(path, size_hint=len(data)) as f:
         f.write(data)
 
 
-def atomic_torch_save(obj, path):
-    with atomic_open(path) as f:
+def tensor_bytes(obj):
+    """The bytes of the tensors in a nested state (what a torch.save of it needs, roughly)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
+def atomic_torch_save(obj, path, keep_previous=None):
+    with atomic_open(path, size_hint=tensor_bytes(obj), keep_previous=keep_previous) as f:
         torch.save(obj, f)
+
+
+def remove_stale_temporaries(folder):
+    """Delete the temporary files that a killed write of ours left in `folder` (only names of
+    atomic_open's pattern); returns their names."""
+    removed = []
+    if not os.path.isdir(folder):
+        return removed
+    for name in sorted(os.listdir(folder)):
+        if TEMPORARY.match(name) and os.path.isfile(os.path.join(folder, name)):
+            _remove_quietly(os.path.join(folder, name))
+            removed.append(name)
+    return removed
 
 
 def _umask():
@@ -52,6 +136,7 @@ def _umask():
 
 
 def _fsync_folder(folder):
+    """Make the rename itself durable (a crash right after it keeps the new name)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:

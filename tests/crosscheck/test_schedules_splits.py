@@ -86,7 +86,8 @@ def test_splits_of_every_trainer(original, voc, no_weights, wrn_workdir, tmp_pat
         args = script.parse_args(data + extra + ["--checkpoint-dir", ours_dir])
         os.makedirs(ours_dir, exist_ok=True)
         dataset, n = setup.make_train_dataset(args)
-        perm = setup.make_split(args, env, n, split_file)
+        perm = setup.make_split(args, n)
+        setup.save_split(args, perm, split_file)
         pools = setup.make_streams(args, env, dataset, perm, streams, n,
                                    {"unlabeled": args.batch_size_unlab} if hasattr(args, "batch_size_unlab") else None,
                                    drop_last=hasattr(args, "batch_size_unlab"))

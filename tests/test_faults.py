@@ -1,0 +1,161 @@
+"""Crashes while a checkpoint is written, damaged training states, a full disk, stale temporary files."""
+import errno
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import train_s4GAN
+from tests.helpers import ROOT, assert_identical, expect_error, run_main
+from tests.test_reliability import final_files, s4gan_flags
+from utils import checkpoint
+from utils.checkpoint import STAGES
+
+STEPS = ["--num-steps", "6", "--save-pred-every", "2"]  # latest.pth after iterations 2 (next: 3), 4 (5), 5 (6)
+
+
+@pytest.fixture(scope="module")
+def reference(voc_root, tmp_path_factory):
+    """The uninterrupted run."""
+    ckpt = tmp_path_factory.mktemp("reference")
+    assert run_main(train_s4GAN.main, s4gan_flags(voc_root, ckpt, *STEPS))[0] == 0
+    return final_files(ckpt, 6)
+
+
+def fault_at(stage, action, nth=2, name="latest.pth"):
+    """A hook for checkpoint.set_fault: `action` at `stage` of the nth write of `name`."""
+    seen = {}
+
+    def hook(at, path):
+        if os.path.basename(path) != name:
+            return
+        if at == STAGES[0]:
+            seen["n"] = seen.get("n", 0) + 1
+        if at == stage and seen.get("n") == nth:
+            action()
+    return hook
+
+
+def loadable(path):
+    return torch.load(path, weights_only=True)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_crash_at_any_stage_of_a_save_keeps_the_last_good_state(voc_root, tmp_path, reference, stage):
+    """An exception at each stage of the second latest.pth save: the state saved before stays
+    loadable (as latest.pth, or latest.prev.pth when the crash fell between the two renames), the
+    snapshots too, no temporary file is left, and --resume auto ends bit-identical."""
+    ckpt = tmp_path / "ck"
+
+    def crash():
+        raise RuntimeError("simulated crash")
+
+    checkpoint.set_fault(fault_at(stage, crash))
+    try:
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            train_s4GAN.main(s4gan_flags(voc_root, ckpt, *STEPS))
+    finally:
+        checkpoint.set_fault(None)
+    names = set(os.listdir(ckpt))
+    assert not any(n.startswith(".tmp-") for n in names), names
+    assert loadable(ckpt / "VOC_2.pth") and loadable(ckpt / "VOC_4.pth")
+    kept = ckpt / ("latest.prev.pth" if stage == "rotated" else "latest.pth")
+    expected = 5 if stage == "renamed" else 3  # after the rename the new state is the good one
+    assert loadable(kept)["iteration"] == expected
+    assert run_main(train_s4GAN.main, s4gan_flags(voc_root, ckpt, *STEPS, "--resume", "auto"))[0] == 0
+    assert_identical(final_files(ckpt, 6), reference)
+
+
+@pytest.mark.parametrize("stage", ["written", "synced", "rotated"])
+def test_sigkill_in_the_middle_of_a_save_then_resume(voc_root, tmp_path, reference, stage):
+    """A process killed (SIGKILL) while it writes latest.pth: its half-written temporary file is
+    removed when the run resumes, and the run ends bit-identical."""
+    ckpt = tmp_path / "ck"
+    env = dict(os.environ, SEMISUP_TEST_FAULT=f"latest.pth:{stage}:kill:2", OMP_NUM_THREADS="2")
+    proc = subprocess.run([sys.executable, "train_s4GAN.py", *s4gan_flags(voc_root, ckpt, *STEPS)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    left = [n for n in os.listdir(ckpt) if n.startswith(".tmp-")]
+    assert len(left) == 1 and left[0].endswith("-latest.pth"), left  # as large as the state
+    assert (ckpt / "latest.pth").is_file() == (stage != "rotated")  # killed between the two renames: missing
+    (ckpt / ".tmp-notours").write_text("a file of the user's")  # not of our naming pattern: kept
+    code, out, _ = run_main(train_s4GAN.main, s4gan_flags(voc_root, ckpt, *STEPS, "--resume", "auto"))
+    assert code == 0
+    assert not [n for n in os.listdir(ckpt) if n.startswith(".tmp-") and n != ".tmp-notours"]
+    assert (ckpt / ".tmp-notours").is_file()
+    assert_identical(final_files(ckpt, 6), reference)
+
+
+def damage(path, how):
+    data = open(path, "rb").read()
+    if how == "truncated":
+        data = data[: len(data) // 2]
+    elif how == "empty":
+        data = b""
+    elif how == "bit-flipped":  # a bit in the middle of the file, where the tensors' bytes are
+        middle = len(data) // 2
+        data = data[:middle] + bytes([data[middle] ^ 0x10]) + data[middle + 1:]
+    elif how == "foreign":
+        torch.save({"layer1.weight": torch.zeros(3)}, path)  # a weights file, not a training state
+        return
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+@pytest.mark.parametrize("how", ["truncated", "empty", "bit-flipped", "foreign"])
+def test_a_damaged_latest_falls_back_to_the_previous_generation(voc_root, tmp_path, capsys, reference, how):
+    ckpt = tmp_path / "ck"
+
+    def stop():
+        raise RuntimeError("stop")
+
+    checkpoint.set_fault(fault_at("written", stop, nth=3))  # stop the run at its third state save
+    try:
+        with pytest.raises(RuntimeError):
+            train_s4GAN.main(s4gan_flags(voc_root, ckpt, *STEPS))
+    finally:
+        checkpoint.set_fault(None)
+    assert loadable(ckpt / "latest.pth")["iteration"] == 5 and loadable(ckpt / "latest.prev.pth")["iteration"] == 3
+    damage(ckpt / "latest.pth", how)
+    line = expect_error(train_s4GAN.main, s4gan_flags(voc_root, ckpt, *STEPS, "--resume", str(ckpt / "latest.pth")),
+                        capsys, f"--resume {ckpt / 'latest.pth'}")
+    assert "Traceback" not in line
+    code, out, err = run_main(train_s4GAN.main, s4gan_flags(voc_root, ckpt, *STEPS, "--resume", "auto"), capsys)
+    assert code == 0, err
+    warning = next(line for line in out.splitlines() if line.startswith("warning:"))
+    assert "latest.pth" in warning and "latest.prev.pth" in warning and "iteration 3" in warning
+    assert_identical(final_files(ckpt, 6), reference)
+
+
+def test_both_generations_damaged_is_one_line(voc_root, tmp_path, capsys):
+    ckpt = tmp_path / "ck"
+    assert run_main(train_s4GAN.main, s4gan_flags(voc_root, ckpt, *STEPS))[0] == 0
+    damage(ckpt / "latest.pth", "truncated")
+    damage(ckpt / "latest.prev.pth", "empty")
+    expect_error(train_s4GAN.main, s4gan_flags(voc_root, ckpt, *STEPS, "--resume", "auto"), capsys,
+                 "latest.pth", "latest.prev.pth", "does not load")
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EIO], ids=["ENOSPC", "EIO"])
+def test_full_disk_or_io_error_while_saving(voc_root, tmp_path, capsys, reference, code):
+    """One line naming the folder and the size needed, exit 2, the previous files intact; --resume
+    auto later continues from the last good state, bit-identical."""
+    ckpt = tmp_path / "ck"
+
+    def fail():
+        raise OSError(code, os.strerror(code))
+
+    checkpoint.set_fault(fault_at("written", fail))
+    try:
+        line = expect_error(train_s4GAN.main, s4gan_flags(voc_root, ckpt, *STEPS), capsys, "cannot write",
+                            str(ckpt), "MB needed", os.strerror(code), "--resume auto")
+    finally:
+        checkpoint.set_fault(None)
+    assert "free" in line
+    assert loadable(ckpt / "latest.pth")["iteration"] == 3 and loadable(ckpt / "VOC_4.pth")
+    assert not [n for n in os.listdir(ckpt) if n.startswith(".tmp-")]
+    assert run_main(train_s4GAN.main, s4gan_flags(voc_root, ckpt, *STEPS, "--resume", "auto"))[0] == 0
+    assert_identical(final_files(ckpt, 6), reference)
