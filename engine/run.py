@@ -72,13 +72,7 @@ class TrainingRun:
             self.split = setup.make_split(args, num_listed, saved_split)
             self.streams = setup.make_streams(args, self.env, self.dataset, self.split, streams, num_listed,
                                               batch_sizes, drop_last)
-        if self.env.is_main:  # written once every input has been checked: a refused run overwrites nothing
-            setup.write_args(args)
-            if os.path.abspath(self.log_dir) != os.path.abspath(args.checkpoint_dir):
-                os.makedirs(self.log_dir, exist_ok=True)
-                setup.write_args(args, self.log_dir)  # beside metrics.jsonl too, for the plot
-            if split_file and self.split is not None:
-                setup.save_split(args, self.split, split_file)
+        self._split_file = split_file
         self.precision = Precision(args.amp, self.env.device)
         self.models, self.optimizers, self.base_lrs = {}, {}, {}
         self.state, self.start, self.lr = None, 0, None
@@ -127,6 +121,14 @@ class TrainingRun:
                                    self.split, self.dataset.ids, extras)
         if self.resume:
             self.start = self.state.restore(self.resume)
+        if self.env.is_main:  # written once every input (data, split, weights) has been read: a refused run
+            args = self.args  # overwrites nothing of an earlier one
+            setup.write_args(args)
+            if os.path.abspath(self.log_dir) != os.path.abspath(args.checkpoint_dir):
+                os.makedirs(self.log_dir, exist_ok=True)
+                setup.write_args(args, self.log_dir)  # beside metrics.jsonl too, for the plot
+            if self._split_file and self.split is not None:
+                setup.save_split(args, self.split, self._split_file)
 
     # ------------------------------------------------------------ the loop
     def iterations(self):

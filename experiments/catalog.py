@@ -106,7 +106,7 @@ def parse_ratio(text):
     text = text.strip().lower()
     try:
         value = FULL if text in ("full", "all") else (1 / float(text[2:]) if text.startswith("1/") else float(text))
-    except ValueError:
+    except (ValueError, ZeroDivisionError):
         raise UserError(f"--ratios: {text!r} is not a fraction (0.125, 1/8 or full)") from None
     if not 0 < value <= 1:
         raise UserError(f"--ratios: {text} is not in (0, 1]")
