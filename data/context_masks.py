@@ -145,7 +145,8 @@ def read_label_map(path):
     except FileNotFoundError:
         raise UserError(f"label {path} does not exist") from None
     except Exception as exc:  # scipy raises several types for corrupt files
-        raise UserError(f"cannot read {path} ({type(exc).__name__}: {exc})") from None
+        raise UserError(f"cannot read {path} ({type(exc).__name__}: {exc}): a damaged file; extract it again "
+                        f"from trainval.tar.gz") from None
     if "LabelMap" not in content:
         raise UserError(f"{path} has no LabelMap variable: expected the PASCAL-Context full-label "
                         f"release's trainval/<id>.mat (trainval.tar.gz)")

@@ -32,6 +32,8 @@ VOC_EVAL_SIZE = (505, 505)
 
 def read_id_list(path, flag="--data-list"):
     if not os.path.isfile(path):
+        if flag != "--data-list":
+            raise UserError(f"{flag} {path} does not exist: give a text file of image ids, one per line")
         raise UserError(
             f"{flag} {path} does not exist: write the VOC lists with `python -m data.voc make-lists "
             f"--data-dir <your voc_dataset folder>` (train_aug = every id in SegmentationClassAug that "
@@ -58,7 +60,8 @@ class VOCSegmentation(Dataset):
                  num_classes=21, ignore_label=VOC_IGNORE_LABEL, mean=VOC_MEAN_BGR, pad_only=False,
                  labeled=True, ids=None, list_flag="--data-list", check_files=True):
         if not os.path.isdir(root):
-            raise UserError(f"--data-dir {root} does not exist or is not a folder")
+            raise UserError(f"--data-dir {root} does not exist or is not a folder: give the folder that holds "
+                            f"JPEGImages/ and SegmentationClassAug/ (docs/datasets.md)")
         self.root = root
         self.ids = list(ids) if ids is not None else read_id_list(list_path, list_flag)
         self.crop_h, self.crop_w = crop_size if crop_size is not None else (None, None)

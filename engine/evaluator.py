@@ -72,7 +72,8 @@ class MLMTFusion:
         try:
             table = np.loadtxt(path, ndmin=2)
         except OSError:
-            raise UserError(f"--mlmt-file {path} does not exist") from None
+            raise UserError(f"--mlmt-file {path} does not exist: give an output_ema_raw_<epoch>.txt that "
+                            f"train_mlmt.py wrote (in ./mlmt_output/<exp-name>/)") from None
         except ValueError as exc:
             raise UserError(f"--mlmt-file {path} is not a table of numbers ({exc})") from None
         if table.shape[0] != num_images or table.shape[1] < num_classes:

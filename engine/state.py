@@ -91,7 +91,8 @@ def resume_path(args):
         path = os.path.join(args.checkpoint_dir, LATEST)
         return path if os.path.isfile(path) else None
     if not os.path.isfile(args.resume):
-        raise UserError(f"--resume {args.resume} does not exist")
+        raise UserError(f"--resume {args.resume} does not exist: give the latest.pth of the run to continue, or "
+                        f"--resume auto (its --checkpoint-dir's latest.pth when there is one)")
     return args.resume
 
 

@@ -24,7 +24,9 @@ def _missing_file_message(path, flag):
         return (f"{flag} {path} does not exist: download the ImageNet weights from "
                 f"{TORCHVISION_URL.format(name)} and put the file there "
                 f"(or pass {flag} none to train from random initialisation)")
-    return f"{flag} {path} does not exist"
+    hints = {"--restore-from": "check the path, or pass --restore-from none to start from random initialisation",
+             "--restore-from-D": "check the path, or leave the flag out to start D from random initialisation"}
+    return f"{flag} {path} does not exist" + (f": {hints[flag]}" if flag in hints else "")
 
 
 def read_state_dict(path, flag="--restore-from"):
