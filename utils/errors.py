@@ -27,9 +27,17 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def run_cli(main, argv=None):
-    """Run a script's main(); turn a UserError into `error: ...` and exit status 2."""
+    """Run a script's main(); turn a UserError into `error: ...` and exit status 2, and the failure of
+    another process of a torchrun run into one line and exit status 1."""
     try:
         return main(argv)
     except UserError as exc:
         print(f"{exc.prefix}{exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    except RuntimeError as exc:
+        from utils.distributed import lost_peer_message
+        message = lost_peer_message(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(1)
