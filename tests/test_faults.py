@@ -159,3 +159,19 @@ def test_full_disk_or_io_error_while_saving(voc_root, tmp_path, capsys, referenc
     assert not [n for n in os.listdir(ckpt) if n.startswith(".tmp-")]
     assert run_main(train_s4GAN.main, s4gan_flags(voc_root, ckpt, *STEPS, "--resume", "auto"))[0] == 0
     assert_identical(final_files(ckpt, 6), reference)
+
+
+def test_endurance_benchmark_in_small(tmp_path):
+    """benchmarks/bench_endurance.py at a small size: a run stopped at random moments by SIGTERM and
+    SIGKILL and resumed each time ends bit-identical to the uninterrupted one; memory is sampled."""
+    import argparse
+    import random
+    from benchmarks import bench_endurance as bench
+    args = argparse.Namespace(steps=24, save_every=4, interruptions=3, threads=2)
+    data = bench.data_dir_or_synthetic(None, num_train=64, num_val=8, max_size=64)
+    duration, samples = bench.reference_run(args, data, str(tmp_path / "reference"))
+    assert samples and all(mb > 0 for _, mb in samples)
+    events, attempts = bench.interrupted_run(args, data, str(tmp_path / "interrupted"), duration, random.Random(1))
+    assert len(events) == 3 and attempts == 4
+    assert bench.differences(bench.final_state(str(tmp_path / "reference"), 24),
+                             bench.final_state(str(tmp_path / "interrupted"), 24)) == []
