@@ -66,6 +66,34 @@ def test_legacy_sgd_equals_pytorch04_over_many_steps():
     assert not torch.equal(ours[1], init[1])
 
 
+def legacy_runs(device, momentum, decay, steps=20):
+    """The same 20 steps by LegacySGD's multi-tensor and per-tensor forms: (params, buffers) of each."""
+    torch.manual_seed(0)
+    init = [torch.randn(5), torch.randn(3, 4), torch.randn(2, 2, 3), torch.randn(7), torch.randn(2)]
+    out = []
+    for foreach in (True, False):
+        params = [t.clone().to(device).requires_grad_() for t in init]
+        opt = LegacySGD([{"params": params, "multiplicity": [1, 3, 4, 3, 2]}], lr=0.01, momentum=momentum,
+                        weight_decay=decay, foreach=foreach)
+        for step in range(steps):
+            x = torch.randn(12, generator=torch.Generator().manual_seed(step)).to(device)
+            opt.zero_grad(set_to_none=True)
+            loss_of(params[:4], x).backward()  # the last one gets no gradient: left alone, as before
+            opt.step()
+        out.append(([p.detach().cpu() for p in params],
+                    [opt.state[p]["momentum_buffer"].cpu() for p in params[:4]] if momentum else []))
+    return out
+
+
+@pytest.mark.parametrize("momentum, decay", [(0.9, 5e-4), (0.0, 5e-4), (0.9, 0.0)])
+def test_legacy_sgd_multi_tensor_form_is_bit_identical_to_per_tensor(momentum, decay):
+    (a, buffers_a), (b, buffers_b) = legacy_runs("cpu", momentum, decay)
+    assert all(torch.equal(x, y) for x, y in zip(a, b)) and all(torch.equal(x, y) for x, y in zip(buffers_a, buffers_b))
+    torch.manual_seed(0)
+    untouched = [torch.randn(5), torch.randn(3, 4), torch.randn(2, 2, 3), torch.randn(7), torch.randn(2)][4]
+    assert torch.equal(a[4], untouched)  # no gradient: left alone
+
+
 def test_legacy_first_step_applies_each_repeat():
     p = torch.zeros(1, requires_grad=True)
     opt = LegacySGD([{"params": [p], "multiplicity": [3]}], lr=1.0, momentum=0.9)

@@ -23,8 +23,9 @@ class LegacySGD(Optimizer):
     groups.
     """
 
-    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0):
+    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, foreach=True):
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, multiplicity=None))
+        self.foreach = foreach
         for group in self.param_groups:
             if group["multiplicity"] is None:
                 group["multiplicity"] = [1] * len(group["params"])
@@ -38,25 +39,54 @@ class LegacySGD(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            lr, momentum, decay = group["lr"], group["momentum"], group["weight_decay"]
-            for p, repeats in zip(group["params"], group["multiplicity"]):
-                if p.grad is None:
-                    continue
-                g = p.grad
-                state = self.state[p]
-                for _ in range(repeats):
-                    if decay != 0:
-                        g.add_(p, alpha=decay)
-                    update = g
-                    if momentum != 0:
-                        buf = state.get("momentum_buffer")
-                        if buf is None:
-                            buf = state["momentum_buffer"] = g.clone()
-                        else:
-                            buf.mul_(momentum).add_(g)
-                        update = buf
-                    p.add_(update, alpha=-lr)
+            (self._step_foreach if self.foreach else self._step_per_tensor)(group)
         return loss
+
+    def _step_per_tensor(self, group):
+        """The rule above, tensor by tensor (one small kernel per operation and repeat)."""
+        lr, momentum, decay = group["lr"], group["momentum"], group["weight_decay"]
+        for p, repeats in zip(group["params"], group["multiplicity"]):
+            if p.grad is None:
+                continue
+            g = p.grad
+            state = self.state[p]
+            for _ in range(repeats):
+                if decay != 0:
+                    g.add_(p, alpha=decay)
+                update = g
+                if momentum != 0:
+                    buf = state.get("momentum_buffer")
+                    if buf is None:
+                        buf = state["momentum_buffer"] = g.clone()
+                    else:
+                        buf.mul_(momentum).add_(g)
+                    update = buf
+                p.add_(update, alpha=-lr)
+
+    def _step_foreach(self, group):
+        """The same rule in rounds: round r applies the r-th repeat of every tensor listed more than r
+        times, with multi-tensor (foreach) operations: the same element-wise arithmetic in the same
+        order for each tensor, so the same bits as tensor by tensor, in a few kernels per round."""
+        lr, momentum, decay = group["lr"], group["momentum"], group["weight_decay"]
+        listed = [(p, k) for p, k in zip(group["params"], group["multiplicity"]) if p.grad is not None]
+        for r in range(max((k for _, k in listed), default=0)):
+            params = [p for p, k in listed if k > r]
+            grads = [p.grad for p in params]
+            if decay != 0:
+                torch._foreach_add_(grads, params, alpha=decay)
+            updates = grads
+            if momentum != 0:
+                fresh = {id(p) for p in params if "momentum_buffer" not in self.state[p]}
+                for p in params:
+                    if id(p) in fresh:
+                        self.state[p]["momentum_buffer"] = p.grad.clone()
+                known = [p for p in params if id(p) not in fresh]
+                if known:
+                    bufs = [self.state[p]["momentum_buffer"] for p in known]
+                    torch._foreach_mul_(bufs, momentum)
+                    torch._foreach_add_(bufs, [p.grad for p in known])
+                updates = [self.state[p]["momentum_buffer"] for p in params]
+            torch._foreach_add_(params, updates, alpha=-lr)
 
 
 def segmenter_optimizer(model, lr, momentum, weight_decay, mode):
