@@ -36,6 +36,7 @@ from data import get_dataset
 from engine import setup
 from engine.evaluator import prediction_montage, validation_dataset
 from engine.state import TrainingState, read_training_state
+from methods.common import host_values
 from model import SEGMENTERS
 from utils.amp import Precision
 from utils.checkpoint import atomic_torch_save, remove_stale_temporaries
@@ -145,8 +146,13 @@ class TrainingRun:
         return self._iterations
 
     def log(self, i, values, force=False):
-        """Print and record iteration i's values every --log-every iterations (always with `force`)."""
-        self._log.update(i, {**values, "lr": self.lr}, force)
+        """Print and record iteration i's values every --log-every iterations (always with `force`).
+        Values a step kept on the device are read only then (one transfer; a NaN/Inf stops the run
+        there, on every rank); in between nothing waits for the device."""
+        if not self._log.due(i, force):
+            self._log.tick()
+            return
+        self._log.update(i, {**host_values(i, values), "lr": self.lr}, force)
 
     # ------------------------------------------------------------ the epoch-based loop
     def epochs(self, num_epochs, epoch_length, restart=()):

@@ -19,7 +19,7 @@ from collections import deque
 import torch
 import torch.nn.functional as F
 
-from methods.common import losses_to_floats
+from methods import common
 from utils.tensors import images_to_device, labels_to_device, set_requires_grad, upsample
 from utils.losses import masked_cross_entropy, one_hot
 
@@ -107,7 +107,7 @@ class S4GANStep:
 
     def __init__(self, model, model_d, optimizer, optimizer_d, precision, *, num_classes, ignore_label,
                  input_size, lambda_fm, lambda_st, threshold_st, device, d_real_norm="labeled",
-                 channels_last=False):
+                 channels_last=False, deferred=None):
         if d_real_norm not in ("labeled", "own"):
             raise ValueError(f"d_real_norm must be 'labeled' or 'own', got {d_real_norm!r}")
         self.model, self.model_d = model, model_d
@@ -117,6 +117,8 @@ class S4GANStep:
         self.lambda_fm, self.lambda_st, self.threshold_st = lambda_fm, lambda_st, threshold_st
         self.device, self.d_real_norm, self.channels_last = device, d_real_norm, channels_last
         self.monitor = SelfTrainingMonitor(threshold_st)
+        # values read by the run at logged iterations only (methods/common.py); the default: on GPUs
+        self.deferred = common.defer_reads(device) if deferred is None else deferred
 
     @classmethod
     def from_args(cls, args, model, model_d, optimizer, optimizer_d, precision, device):
@@ -165,13 +167,12 @@ class S4GANStep:
 
         # score_real / score_fake: D's mean scores in the S phase (the fake ones are what the
         # threshold compares); st_term: the weighted L_st (loss_fm is already weighted)
-        values = losses_to_floats(iteration, {
+        score_real, score_fake = d_real.float().mean(), d_fake.float().mean()
+        share = self.monitor.update(iteration, above_st * (iteration > 0), len(d_fake), score_real, score_fake)
+        values = common.step_values(iteration, {
             "loss_ce": loss_ce, "loss_fm": self.lambda_fm * loss_fm, "loss_st": loss_st,
             "loss_S": loss_s, "loss_D": loss_d, "above_st": above_st, "st_term": self.lambda_st * loss_st,
-            "score_real": d_real.float().mean(), "score_fake": d_fake.float().mean()})
-        values["above_st"] = int(values["above_st"])
-        values["st_share"] = self.monitor.update(iteration, 0 if iteration == 0 else values["above_st"],
-                                                 len(d_fake), values["score_real"], values["score_fake"])
+            "score_real": score_real, "score_fake": score_fake, "st_share": share}, self.deferred)
         self.precision.backward(loss_s)
         self.precision.backward(loss_d)
         self.precision.step(self.optimizer, self.optimizer_d)
@@ -216,19 +217,21 @@ class SelfTrainingMonitor:
                       "score_real": 0.0, "score_fake": 0.0}
 
     def update(self, iteration, trained, batch, score_real, score_fake):
+        """The counts and scores may be device tensors: they are summed where they are (in float64),
+        so that the step need not wait for them; the share returned is a tensor then."""
         self.recent.append((trained, batch))
         s = self.since
         s["first"] = iteration if s["first"] is None else s["first"]
         s["last"] = iteration
-        s["trained"] += trained
+        s["trained"] = s["trained"] + trained
         s["seen"] += batch
         s["iterations"] += 1
-        s["score_real"] += score_real
-        s["score_fake"] += score_fake
-        return sum(t for t, _ in self.recent) / max(1, sum(b for _, b in self.recent))
+        s["score_real"] = s["score_real"] + _as_double(score_real)
+        s["score_fake"] = s["score_fake"] + _as_double(score_fake)
+        return _as_double(sum(t for t, _ in self.recent)) / max(1, sum(b for _, b in self.recent))
 
     def snapshot_warning(self):
-        s = self.since
+        s = {k: _number(v) for k, v in self.since.items()}
         self._reset_since()
         if s["seen"] == 0 or s["trained"] >= self.warn_below * s["seen"]:
             return None
@@ -243,8 +246,19 @@ class SelfTrainingMonitor:
                 f"See docs/your-data.md, 's4GAN on your own data'")
 
     def state_dict(self):
-        return {"recent": [list(r) for r in self.recent], "since": dict(self.since)}
+        return {"recent": [[_number(t), b] for t, b in self.recent], "since": {k: _number(v) for k, v in self.since.items()}}
 
     def load_state_dict(self, state):
         self.recent = deque((tuple(r) for r in state["recent"]), maxlen=self.window)
         self.since = dict(state["since"])
+
+
+def _as_double(x):
+    return x.double() if isinstance(x, torch.Tensor) else float(x)
+
+
+def _number(x):
+    """A Python number for a count or sum that may be a 0-d tensor."""
+    if not isinstance(x, torch.Tensor):
+        return x
+    return x.item()

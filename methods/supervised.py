@@ -1,5 +1,5 @@
 """The supervised step (train_full.py): pixel cross-entropy L_ce on a labeled batch."""
-from methods.common import losses_to_floats
+from methods import common
 from utils.tensors import images_to_device, labels_to_device, upsample
 from utils.losses import masked_cross_entropy
 
@@ -7,10 +7,13 @@ from utils.losses import masked_cross_entropy
 class SupervisedStep:
     streams = ("labeled",)
 
-    def __init__(self, model, optimizer, precision, *, input_size, ignore_label, device, channels_last=False):
+    def __init__(self, model, optimizer, precision, *, input_size, ignore_label, device, channels_last=False,
+                 deferred=None):
         self.model, self.optimizer, self.precision = model, optimizer, precision
         self.input_size, self.ignore_label = input_size, ignore_label
         self.device, self.channels_last = device, channels_last
+        # values read by the run at logged iterations only (methods/common.py); the default: on GPUs
+        self.deferred = common.defer_reads(device) if deferred is None else deferred
 
     def __call__(self, iteration, labeled):
         images = images_to_device(labeled[0], self.device, self.channels_last)
@@ -20,7 +23,7 @@ class SupervisedStep:
             logits = self.model(images)
         logits = upsample(logits.float(), self.input_size)  # losses in float32
         loss_ce = masked_cross_entropy(logits, labels, self.ignore_label)
-        values = losses_to_floats(iteration, {"loss_ce": loss_ce})
+        values = common.step_values(iteration, {"loss_ce": loss_ce}, self.deferred)
         self.precision.backward(loss_ce)
         self.precision.step(self.optimizer)
         return values

@@ -110,6 +110,7 @@ def within(value, reference, rtol, atol):
 def one_step(kind, amp, states, batches):
     """The trainers' step once, from the given weights: returns the loss values it logged and the
     segmenter after the update."""
+    from methods.common import host_values
     from methods.s4gan import S4GANStep
     from methods.supervised import SupervisedStep
     from model import build_discriminator, build_segmenter
@@ -123,7 +124,7 @@ def one_step(kind, amp, states, batches):
     precision = Precision(amp, DEVICE)
     if kind == "full":
         step = SupervisedStep(model, optimizer, precision, input_size=CROP, ignore_label=255, device=DEVICE)
-        return step(1, **batches), model
+        return host_values(1, step(1, **batches)), model
     d = build_discriminator(NUM_CLASSES)
     d.load_state_dict(states["D"])
     # D in eval mode: its Dropout2d masks would otherwise differ between the dtypes (the mask kernel
@@ -134,7 +135,7 @@ def one_step(kind, amp, states, batches):
     # like the other terms instead of jumping with a selection that sits on the threshold
     step = S4GANStep(model, d, optimizer, optimizer_d, precision, num_classes=NUM_CLASSES, ignore_label=255,
                      input_size=CROP, lambda_fm=0.1, lambda_st=1.0, threshold_st=0.0, device=DEVICE)
-    return step(1, **batches), model  # iteration 1: L_st counts (the original zeroes it at iteration 0)
+    return host_values(1, step(1, **batches)), model  # iteration 1: L_st counts (the original zeroes it at iteration 0)
 
 
 def initial_states():
@@ -499,3 +500,46 @@ def test_sync_batchnorm_under_a_one_process_nccl_group(synth, tmp_path):
     finally:
         dist.destroy_process_group()
         shutil.rmtree(tmp_path / "store", ignore_errors=True)
+
+
+def test_legacy_sgd_multi_tensor_form_is_bit_identical_on_the_device():
+    """The multi-tensor LegacySGD (fused foreach kernels on CUDA) against its per-tensor form."""
+    from tests.test_fidelity import legacy_runs
+    for momentum, decay in ((0.9, 5e-4), (0.0, 5e-4)):
+        (a, buffers_a), (b, buffers_b) = legacy_runs(DEVICE, momentum, decay)
+        worst = max(float((x - y).abs().max()) for x, y in zip(a + buffers_a, b + buffers_b))
+        assert worst == 0, f"momentum {momentum}: largest difference {worst}"
+
+
+@needs_cuda
+def test_a_deferred_step_does_not_synchronise(synth):
+    """The s4GAN and supervised steps on CUDA queue their work without waiting for the device:
+    CUDA's synchronisation detector, set to raise, sees no synchronising call in two iterations."""
+    from methods.s4gan import S4GANStep
+    from methods.supervised import SupervisedStep
+    from model import build_discriminator, build_segmenter
+    from utils.amp import Precision
+    from utils.optim import segmenter_optimizer
+
+    torch.manual_seed(0)
+    model = build_segmenter("resnet18", NUM_CLASSES).to(DEVICE).train()
+    d = build_discriminator(NUM_CLASSES).to(DEVICE).train()
+    optimizer = segmenter_optimizer(model, 2.5e-4, 0.9, 5e-4, "legacy")
+    optimizer_d = torch.optim.Adam(d.parameters(), lr=1e-4, betas=(0.9, 0.99))
+    batches = train_batches(synth, ("labeled", "unlabeled", "real"))
+    for amp in ("off", "bf16"):
+        steps = {"full": SupervisedStep(model, optimizer, Precision(amp, DEVICE), input_size=CROP, ignore_label=255,
+                                        device=DEVICE),
+                 "s4gan": S4GANStep(model, d, optimizer, optimizer_d, Precision(amp, DEVICE), num_classes=NUM_CLASSES,
+                                    ignore_label=255, input_size=CROP, lambda_fm=0.1, lambda_st=1.0, threshold_st=0.5,
+                                    device=DEVICE)}
+        for kind, step in steps.items():
+            inputs = {k: v for k, v in batches.items() if k in step.streams}
+            step(0, **inputs)  # the first call may set things up (cuDNN plans, optimizer state)
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                values = step(1, **inputs)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+            assert all(v.device == DEVICE for v in values.values() if isinstance(v, torch.Tensor)), kind

@@ -54,12 +54,22 @@ class TrainingLog:
             truncate_jsonl(self.jsonl_path, start)
         self.tensorboard = tensorboard_writer(os.path.dirname(jsonl_path)) if enabled and tensorboard else None
 
+    def due(self, iteration, force=False):
+        """Whether iteration `iteration` is recorded (every --log-every, the last, or `force`); the
+        same on every rank, so all of them read their values at the same iterations."""
+        return force or iteration % self.log_every == 0 or iteration == self.total - 1
+
+    def tick(self):
+        """An iteration that is not recorded: only the progress bar moves."""
+        if self.enabled and self.bar is not None:
+            self.bar.update(1)
+
     def update(self, iteration, values, force=False):
         """Record iteration `iteration` (0-based) with its scalar values (`force`: even between the
         --log-every iterations, e.g. a validation score)."""
         if not self.enabled:
             return
-        due = force or iteration % self.log_every == 0 or iteration == self.total - 1
+        due = self.due(iteration, force)
         if self.bar is not None:
             self.bar.update(1)
             if due:
