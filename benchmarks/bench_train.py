@@ -35,6 +35,9 @@ def parse(argv):
     p.add_argument("--num-workers", type=int, default=2)
     p.add_argument("--sgd-mode", default="legacy", choices=("legacy", "standard"))
     p.add_argument("--data-dir", default=None, help="VOC-layout folder with lists/train_aug.txt (default: synthetic)")
+    p.add_argument("--count-flops", action="store_true",
+                   help="after the timed iterations, one more (untimed) counted by torch.utils.flop_counter: "
+                        "the row gets the step's FLOPs, per network, and the achieved TFLOP/s")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.crop_hw = tuple(int(v) for v in args.crop.split(",")) * (1 if "," in args.crop else 2)
@@ -97,12 +100,29 @@ def run_one(args, amp, channels_last):
             totals.append(t2 - t0)
     sec = median(totals)
     images = args.batch_size * len(names)
+    peak = peak_memory_mb(device)
+    flops = count_flops(step, args.warmup + args.iters, names, streams, sec) if args.count_flops else {}
     return {"bench": "train", "mode": args.mode, "device": device_name(device), "torch": torch.__version__,
             "model": f"{args.model}-{args.backbone}", "batch": args.batch_size, "images_per_iter": images,
             "crop": args.crop, "amp": amp, "channels_last": channels_last, "sgd_mode": args.sgd_mode,
             "num_workers": args.num_workers, "iters": args.iters, "sec_per_iter": round(sec, 4),
-            "images_per_sec": round(images / sec, 2), "peak_mem_mb": peak_memory_mb(device),
-            "data_wait_share": round(sum(waits) / sum(totals), 4)}
+            "images_per_sec": round(images / sec, 2), "peak_mem_mb": peak,
+            "data_wait_share": round(sum(waits) / sum(totals), 4), **flops}
+
+
+def count_flops(step, i, names, streams, sec_per_iter):
+    """FLOPs of one step (forward and backward of every network; a multiply-add counts 2), by
+    torch.utils.flop_counter's formulas for convolutions and matrix products (element-wise
+    operations are not counted), split by network, and the TFLOP/s that the timed median achieved."""
+    from torch.utils.flop_counter import FlopCounterMode
+    batches = [next(s) for s in streams]
+    with FlopCounterMode(display=False) as counter:
+        step(i, **dict(zip(names, batches)))
+    networks = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()
+                if name != "Global" and "." not in name}
+    total = counter.get_total_flops()
+    return {"gflops_per_iter": round(total / 1e9, 1), "gflops_by_network": {k: round(v / 1e9, 1) for k, v in networks.items()},
+            "tflops_per_sec": round(total / sec_per_iter / 1e12, 2)}
 
 
 def main(argv=None):

@@ -9,6 +9,8 @@ import sys
 import time
 import warnings
 
+import numpy as np
+
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH_DIR)
 
@@ -180,6 +182,64 @@ def profile_row(argv):
     return {"row": row, "profile": summarise_profile(prof.key_averages(), active, on_cuda)}
 
 
+def child_original(argv):
+    print(json.dumps(original_row(argv)), flush=True)
+
+
+def original_row(argv):
+    """The authors' train_s4GAN.py loop timed on this machine's device, in fp32 (their code has no
+    AMP), through tests/crosscheck/driver.py (which lets their code run on today's PyTorch; its
+    .cuda() calls stay real on a GPU). The same batch from the benchmarks' data is served to their
+    three loaders at every iteration, so no loading is timed; S's update is a per-tensor loop as
+    PyTorch 0.4's SGD ran it. Median seconds between iteration starts (device synchronised) over
+    --iters after --warmup; the last iteration (it saves a checkpoint) is not timed."""
+    import argparse
+    import tempfile
+
+    import torch
+    sys.path[:0] = [ROOT, BENCH_DIR]
+    from common import device_name, median
+    from data.voc import VOCSegmentation
+    from utils.distributed import choose_device
+    p = argparse.ArgumentParser()
+    for name in ("--batch-size", "--crop", "--iters", "--warmup"):
+        p.add_argument(name, type=int, required=True)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--original", required=True)
+    args = p.parse_args(argv)
+    device = choose_device(args.device)
+    train_list = os.path.join(args.data_dir, "lists", "train_aug.txt")
+    dataset = VOCSegmentation(args.data_dir, train_list, (args.crop, args.crop))
+    items = [dataset[k % len(dataset)] for k in range(args.batch_size)]
+    images, labels, sizes, names, indices = zip(*items)
+    batch = (torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(labels)).float(),  # their VOC loader's
+             torch.from_numpy(np.stack(sizes)), list(names), torch.as_tensor(indices))         # labels are floats
+    steps = args.warmup + args.iters + 1
+    with tempfile.TemporaryDirectory(prefix="gpu_check_original_") as work:
+        torch.save({}, os.path.join(work, "none.pth"))  # their initial weights stay (the time does not depend on them)
+        spec = {"argv": ["--dataset", "pascal_voc", "--data-dir", args.data_dir, "--data-list", train_list,
+                         "--batch-size", args.batch_size, "--input-size", f"{args.crop},{args.crop}",
+                         "--num-steps", steps, "--save-pred-every", 10**9, "--restore-from",
+                         os.path.join(work, "none.pth"), "--checkpoint-dir", os.path.join(work, "checkpoints")],
+                "batch": batch, "num_steps": steps, "cuda": device.type == "cuda", "workdir": work,
+                "threads": torch.get_num_threads()}
+        torch.save(spec, os.path.join(work, "in.pt"))
+        proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "crosscheck", "driver.py"), args.original,
+                               "s4gan_timed", os.path.join(work, "in.pt"), os.path.join(work, "out.pt")],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"the original's loop failed: {proc.stderr.strip()[-500:]}")
+        out = torch.load(os.path.join(work, "out.pt"), weights_only=False)
+    durations = np.diff(out["starts"])[args.warmup:args.warmup + args.iters]
+    sec = median(list(durations))
+    return {"bench": "original", "script": "train_s4GAN.py", "device": device_name(device), "torch": torch.__version__,
+            "model": "deeplabv2-resnet101", "batch": args.batch_size, "images_per_iter": 3 * args.batch_size,
+            "crop": str(args.crop), "amp": "off", "iters": args.iters, "sec_per_iter": round(float(sec), 4),
+            "images_per_sec": round(3 * args.batch_size / sec, 2),
+            "printed_iterations": out["stdout"].count("iter = ")}
+
+
 def child_smoke(spec):
     """--smoke: write the data, then run every row in this process; one JSON line per row (its key
     and result, or the error)."""
@@ -194,6 +254,8 @@ def child_smoke(spec):
         try:
             if row["kind"] == "profile":
                 out = profile_row(row["argv"])
+            elif row["kind"] == "original":
+                out = {"row": original_row(row["argv"][:row["argv"].index("--one")])}
             else:
                 module = importlib.import_module(row["script"][:-3])
                 args = module.parse(row["argv"])
@@ -264,6 +326,8 @@ def run_child(argv):
         child_compile(rest)
     elif kind == "profile":
         child_profile(rest)
+    elif kind == "original":
+        child_original(rest)
     elif kind == "smoke":
         child_smoke(rest[0])
     else:

@@ -63,7 +63,7 @@ def render_markdown(report, sizes):
     if report["problem"]:
         lines += ["", f"**Stopped:** {report['problem']}"]
     # targets
-    lines += ["", "## Speed targets (issue 15)", "",
+    lines += ["", "## Speed targets (issues 15 and 24)", "",
               table(["target", "measured", "verdict"],
                     [[t["target"], t["measured"] or "-", f"**{t['verdict']}**"] for t in report["targets"]])]
     # tests
@@ -101,7 +101,22 @@ def render_markdown(report, sizes):
         if train_rows:
             lines += ["", "### Training step (`bench_train.py`)", "", *command_lines(train_rows, data_dir), ""]
             lines += [table(["mode", "model", "batch", "crop", "amp", "channels-last", "compile", "s / iter",
-                                 "images / s", "peak MB", "data wait"], [train_row(r) for r in train_rows])]
+                                 "images / s", "TFLOP/s", "peak MB", "data wait"], [train_row(r) for r in train_rows])]
+            counted = {}
+            for r in train_rows:
+                if r["result"] and r["result"].get("gflops_per_iter"):
+                    counted.setdefault(r["result"]["model"], r["result"])
+            if counted:
+                per_model = "; ".join(
+                    f"{model} {res['gflops_per_iter']:.0f} GFLOP per iteration ("
+                    + ", ".join(f"{k} {v:.0f}" for k, v in res["gflops_by_network"].items()) + ")"
+                    for model, res in counted.items())
+                lines += ["", "TFLOP/s: the FLOPs of one step counted by `torch.utils.flop_counter` (convolutions "
+                              "and matrix products, forward and backward, a multiply-add as 2; element-wise "
+                              f"operations not counted), over the median time: {per_model}."]
+        original = next((r for r in rows if r["key"] == "original-fp32"), None)
+        if original:
+            lines += ["", *render_original(original, next((r for r in rows if r["key"] == "s4gan-fp32"), None))]
         eval_rows = [r for r in rows if r["script"] == "bench_eval.py"]
         if eval_rows:
             lines += ["", "### Evaluation (`bench_eval.py`)", "", *command_lines(eval_rows, data_dir), ""]
@@ -138,11 +153,12 @@ def not_measured(r, width):
 def train_row(r):
     res = r["result"]
     if res is None:
-        return [r["label"], "", "", "", "", "", "", *not_measured(r, 4)]
+        return [r["label"], "", "", "", "", "", "", *not_measured(r, 5)]
     mode = "s4gan" if res["mode"] == "s4gan" else res["mode"]
     return [mode, res["model"], f"{res['batch']} x {3 if res['mode'] == 's4gan' else 1}", res["crop"], res["amp"],
             "yes" if res["channels_last"] else "no", res.get("compile", "no"), f"{res['sec_per_iter']:.3f}",
-            f"{res['images_per_sec']:.1f}", f"{res['peak_mem_mb']:.0f}", f"{res['data_wait_share']:.1%}"]
+            f"{res['images_per_sec']:.1f}", fmt(res.get("tflops_per_sec"), ".1f"), f"{res['peak_mem_mb']:.0f}",
+            f"{res['data_wait_share']:.1%}"]
 
 
 def eval_row(r):
@@ -161,6 +177,23 @@ def mlmt_row(r):
     return [res["model"], res["image_size"], f"{res['batch_lab']} + {res['batch_unlab']} x 2 views", res["amp"],
             "yes" if res["channels_last"] else "no", f"{res['sec_per_iter']:.3f}", f"{res['images_per_sec']:.1f}",
             f"{res['peak_mem_mb']:.0f}", f"{res['data_wait_share']:.1%}"]
+
+
+def render_original(row, ours_row):
+    """The authors' step against ours, fp32, same card, same run (--original)."""
+    lines = ["### The original's step (`--original`)", "",
+             "The authors' `train_s4GAN.py` loop executed on the same card in fp32 (their code has no mixed "
+             "precision), through `tests/crosscheck/driver.py`, one batch from the same data served to their "
+             "three loaders every iteration (no loading timed), S updated by a per-tensor loop as PyTorch 0.4's "
+             "SGD did; ours: the fp32 row above (loaders included).", ""]
+    theirs, ours = row["result"], ours_row and ours_row["result"]
+    if theirs is None:
+        return lines + [f"Not measured: {row['status']}."]
+    same = ours and (ours["model"], ours["batch"], ours["crop"]) == (theirs["model"], theirs["batch"], theirs["crop"])
+    ratio = f"{ours['sec_per_iter'] / theirs['sec_per_iter']:.2f}" if same else "- (not the same sizes)"
+    return lines + [table(["step", "batch", "crop", "s / iter", "images / s", "ours / original (time)"],
+                          [["original train_s4GAN.py, fp32", f"{theirs['batch']} x 3", theirs["crop"],
+                            f"{theirs['sec_per_iter']:.3f}", f"{theirs['images_per_sec']:.1f}", ratio]])]
 
 
 def render_profile(profile):

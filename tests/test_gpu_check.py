@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from tests.helpers import ROOT
 
@@ -71,6 +72,10 @@ def test_smoke_report_benchmark_rows_profile_and_targets(smoke):
         assert rows[key]["status"] == "ok" and result["bench"] == "train", rows[key]
         assert result["sec_per_iter"] > 0 and result["images_per_sec"] > 0 and result["peak_mem_mb"] > 0
         assert 0 <= result["data_wait_share"] <= 1
+        if key != "wrn38-bf16-cl":  # the s4GAN rows count their FLOPs: S and D, forward and backward
+            assert set(result["gflops_by_network"]) == {"DeepLabV2", "S4GANDiscriminator"}
+            assert result["gflops_per_iter"] == pytest.approx(sum(result["gflops_by_network"].values()), abs=0.2)
+            assert result["tflops_per_sec"] >= 0
         expected = {"s4gan-fp32": ("off", False), "s4gan-bf16": ("bf16", False)}.get(key, ("bf16", True))
         assert (result["amp"], result["channels_last"]) == expected
     assert rows["wrn38-bf16-cl"]["result"]["model"] == "deeplabv3p_wrn38-wrn38"
@@ -84,18 +89,18 @@ def test_smoke_report_benchmark_rows_profile_and_targets(smoke):
     parts = {p["part"] for p in profile["parts"]}
     assert {"s4GAN step", "Optimizer.step#LegacySGD.step", "loaders: next batch"} <= parts
     assert profile["top_operators"] and profile["measure"] == "cpu"
-    assert [t["verdict"] for t in report["targets"]] == ["not measured (no GPU)"] * 5
+    assert [t["verdict"] for t in report["targets"]] == ["not measured (no GPU)"] * 7
     assert report["data"]["status"] == "ok" and report["data"]["size"] == 64
 
 
 def test_smoke_report_markdown_is_one_page_of_well_formed_tables(smoke):
     _, out, _ = smoke
     text = (out / "gpu_report.md").read_text()
-    for heading in ("# GPU check: CPU (no GPU)", "## Speed targets (issue 15)", "## CUDA tests",
+    for heading in ("# GPU check: CPU (no GPU)", "## Speed targets (issues 15 and 24)", "## CUDA tests",
                     "### Training step (`bench_train.py`)", "### Evaluation (`bench_eval.py`)",
                     "### Where the time goes", "## Steps"):
         assert heading in text, heading
-    assert text.count("**not measured (no GPU)**") == 5
+    assert text.count("**not measured (no GPU)**") == 7
     assert "not tried: smoke run" in text
     # every table: the same number of cells in each line as in its header
     for block in re.findall(r"(?:^\|.*\|\n)+", text, flags=re.M):
@@ -115,8 +120,9 @@ def fake_check(rows):
     return check
 
 
-def train(sec, peak, wait=0.01):
-    return {"sec_per_iter": sec, "peak_mem_mb": peak, "data_wait_share": wait, "num_workers": 4}
+def train(sec, peak, wait=0.01, tflops=None):
+    return {"sec_per_iter": sec, "peak_mem_mb": peak, "data_wait_share": wait, "num_workers": 4,
+            **({"tflops_per_sec": tflops} if tflops else {})}
 
 
 def evaluation(images_per_sec, model_sec):
@@ -124,16 +130,39 @@ def evaluation(images_per_sec, model_sec):
 
 
 def test_targets_met_not_met_and_not_measured():
-    verdicts = [t["verdict"] for t in fake_check({
-        "s4gan-fp32": train(0.9, 20000), "s4gan-bf16-cl": train(0.3, 12000, wait=0.02),
+    targets = fake_check({
+        "s4gan-fp32": train(0.080, 20000, tflops=200), "s4gan-bf16-cl": train(0.045, 12000, wait=0.02),
         "eval-fp32-1": evaluation(40, 0.02), "eval-fp32-8": evaluation(200, 0.004),
-        "eval-bf16-cl-1": evaluation(60, 0.015), "eval-bf16-cl-8": evaluation(180, 0.004)}).targets()]
-    assert verdicts == ["met", "met", "met", "met", "not met"]
-    targets = fake_check({"s4gan-fp32": train(0.9, 20000), "s4gan-bf16-cl": train(0.5, 21000, wait=0.08),
-                          "eval-fp32-1": evaluation(40, 0.02), "eval-fp32-8": None}).targets()
-    assert [t["verdict"] for t in targets] == ["not met", "not met", "not met",
-                                               "not measured (timed out after 75 s)", "not measured (row not run)"]
-    assert targets[0]["measured"].startswith("1.80x (0.900 -> 0.500 s/iter)")
+        "eval-bf16-cl-1": evaluation(60, 0.015), "eval-bf16-cl-8": evaluation(180, 0.004),
+        "mlmt-bf16-cl": train(0.2, 9000, wait=0.099)}).targets()
+    assert [t["verdict"] for t in targets] == ["met", "met", "met", "met", "met", "not met", "met"]
+    assert targets[0]["target"] == "s4GAN step fp32 <= 80 ms"
+    assert targets[0]["measured"] == "0.080 s/iter, 200 TFLOP/s"
+    assert targets[1]["target"] == "s4GAN step bf16 + channels-last <= 45 ms"
+    assert targets[6]["measured"] == "9.9% (4 workers per loader, 2 loaders)"
+    targets = fake_check({"s4gan-fp32": train(0.081, 20000), "s4gan-bf16-cl": train(0.046, 21000, wait=0.05),
+                          "eval-fp32-1": evaluation(40, 0.02), "eval-fp32-8": None,
+                          "mlmt-bf16-cl": train(0.2, 9000, wait=0.10)}).targets()
+    assert [t["verdict"] for t in targets] == ["not met", "not met", "not met", "not met",
+                                               "not measured (timed out after 75 s)", "not measured (row not run)",
+                                               "not met"]
+    assert targets[1]["measured"] == "0.046 s/iter"
+    assert targets[3]["measured"] == "5.0% (4 workers per loader, 3 loaders)"
+
+
+def test_flop_count_of_a_step_by_hand():
+    """bench_train.count_flops on a step whose FLOPs are known: a linear layer's forward (2 x batch x
+    in x out) and backward (the same twice: input and weight gradients), per network, and TFLOP/s."""
+    import bench_train
+    layer = torch.nn.Linear(30, 20, bias=False)
+
+    def step(i, labeled):
+        layer(labeled).sum().backward()
+
+    out = bench_train.count_flops(step, 0, ["labeled"], [iter([torch.randn(8, 30, requires_grad=True)])], 1e-3)
+    flops = 3 * 2 * 8 * 30 * 20  # 28,800
+    assert out == {"gflops_per_iter": round(flops / 1e9, 1), "gflops_by_network": {"Linear": round(flops / 1e9, 1)},
+                   "tflops_per_sec": round(flops / 1e-3 / 1e12, 2)}
 
 
 def test_report_of_a_gpu_run_renders(tmp_path):
@@ -152,8 +181,11 @@ def test_report_of_a_gpu_run_renders(tmp_path):
                          "gpus": [{"name": "NVIDIA H100 80GB HBM3", "memory_gib": 79.2, "capability": "sm_90"}]}
     check.device = "cuda"
     check.data = {"num_train": 240, "num_val": 96, "size": 500, "data_dir": "/tmp/d", "status": "ok", "reused": False}
-    for key, result in (("s4gan-fp32", row), ("s4gan-bf16-cl", {**row, "amp": "bf16", "channels_last": True,
-                                                                 "sec_per_iter": 0.3, "peak_mem_mb": 18000.0}),
+    for key, result in (("s4gan-fp32", row), ("s4gan-bf16-cl", {**row, "amp": "bf16", "channels_last": True, "sec_per_iter": 0.3,
+                                                                 "peak_mem_mb": 18000.0, "tflops_per_sec": 812.0,
+                                                                 "gflops_per_iter": 243600.0,
+                                                                 "gflops_by_network": {"DeepLabV2": 243000.0,
+                                                                                       "S4GANDiscriminator": 600.0}}),
                         ("eval-fp32-1", one), ("eval-fp32-8", {**one, "batch": 8, "images_per_sec": 210.0,
                                                                "model_sec_per_image": 0.004})):
         script = "bench_eval.py" if key.startswith("eval") else "bench_train.py"
@@ -166,11 +198,12 @@ def test_report_of_a_gpu_run_renders(tmp_path):
                                                     "share": 0.48}]}}
     text = gpu_check_report.render_markdown(check.report_json(), gpu_check.REAL)
     assert text.startswith("# GPU check: NVIDIA H100 80GB HBM3, ")
-    assert ("| s4GAN step: bf16 + channels-last >= 2.5x faster than fp32 | 3.00x (0.900 -> 0.300 s/iter) "
-            "| **met** |") in text
+    assert "| s4GAN step fp32 <= 80 ms | 0.900 s/iter | **not met** |" in text
     assert "**not measured (row not run)**" in text  # the bf16 + channels-last evaluation rows
+    assert ("deeplabv2-resnet101 243600 GFLOP per iteration (DeepLabV2 243000, S4GANDiscriminator 600)"
+            in text)
     assert "The GPU is busy 250 ms per iteration" in text and "TF32 allowed for cuDNN convolutions" in text
-    assert "| s4gan | deeplabv2-resnet101 | 8 x 3 | 321 | bf16 | yes | no | 0.300 | 26.7 | 18000 | 1.0% |" in text
+    assert "| s4gan | deeplabv2-resnet101 | 8 x 3 | 321 | bf16 | yes | no | 0.300 | 26.7 | 812.0 | 18000 | 1.0% |" in text
 
 
 def test_test_results_from_a_cut_short_pytest_run():
@@ -228,3 +261,32 @@ def test_profile_summary_merges_a_parts_host_range_with_its_gpu_span():
     summary = gpu_check_children.summarise_profile(events, iterations=2, on_cuda=True)
     assert summary["parts"] == [{"part": "s4GAN step", "calls": 1.0, "host_ms": 140.0, "device_ms": 120.0}]
     assert summary["device_busy_ms"] == 50.0  # (60 + 40) ms of kernels over 2 iterations
+
+
+def test_original_flag_adds_the_original_step_and_is_checked(tmp_path, capsys):
+    """--original: a folder without train_s4GAN.py is a usage error naming it; a checkout adds the
+    original's fp32 step after our training rows (its run: tests/crosscheck/test_timing.py)."""
+    with pytest.raises(SystemExit) as exc:
+        gpu_check.parse(["--out", str(tmp_path / "out"), "--original", str(tmp_path)])
+    assert exc.value.code == 2 and f"--original {tmp_path}: no train_s4GAN.py there" in capsys.readouterr().err
+    (tmp_path / "train_s4GAN.py").write_text("")
+    args = gpu_check.parse(["--out", str(tmp_path / "out"), "--original", str(tmp_path), "--steps", "train"])
+    check = gpu_check.Check(args, [])
+    check.cleanup()
+    check.device = "cuda"
+    plan = check.plan()
+    assert [r[0] for r in plan] == TRAIN_KEYS + ["original-fp32"]
+    key, label, kind, script, argv, one, limit = plan[-1]
+    assert (kind, script, one, limit) == ("original", "train_s4GAN.py", "off,0", "original")
+    assert argv[argv.index("--original") + 1] == str(tmp_path) and argv[argv.index("--batch-size") + 1] == "8"
+
+
+def test_original_step_renders_with_ours_over_theirs():
+    theirs = {"model": "deeplabv2-resnet101", "batch": 8, "crop": "321", "sec_per_iter": 0.2, "images_per_sec": 120.0}
+    ours = {"model": "deeplabv2-resnet101", "batch": 8, "crop": "321", "sec_per_iter": 0.1}
+    lines = gpu_check_report.render_original({"result": theirs, "status": "ok"}, {"result": ours})
+    assert "\n".join(lines).endswith("| original train_s4GAN.py, fp32 | 8 x 3 | 321 | 0.200 | 120.0 | 0.50 |")
+    lines = gpu_check_report.render_original({"result": theirs, "status": "ok"}, {"result": {**ours, "crop": "33"}})
+    assert "\n".join(lines).endswith("| - (not the same sizes) |")
+    lines = gpu_check_report.render_original({"result": None, "status": "timed out after 90 s"}, None)
+    assert lines[-1] == "Not measured: timed out after 90 s."

@@ -15,6 +15,7 @@ import importlib
 import io
 import os
 import sys
+import time
 import types
 
 import numpy as np
@@ -482,10 +483,69 @@ def evaluate(spec):
     return record
 
 
+class PerTensorSGD:
+    """S's optimizer for `s4gan_timed` only: PyTorch 0.4's SGD (momentum, weight decay, no dampening)
+    applied by a loop over each group's tensors, repeats included, as the original ran it. Today's
+    torch.optim.SGD refuses the original's parameter lists (a parameter in two groups); these
+    updates are timed, never compared with anything."""
+
+    def __init__(self, groups, lr, momentum, weight_decay):
+        self.param_groups = [{"params": list(g["params"]), "lr": g.get("lr", lr)} for g in groups]
+        self.momentum, self.weight_decay, self.buffers = momentum, weight_decay, {}
+
+    def zero_grad(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.grad.detach_()
+                    p.grad.zero_()
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                d_p = p.grad.add(p, alpha=self.weight_decay) if self.weight_decay else p.grad
+                if self.momentum:
+                    buf = self.buffers.get(p)
+                    if buf is None:
+                        buf = self.buffers[p] = d_p.clone()
+                    else:
+                        buf.mul_(self.momentum).add_(d_p)
+                    d_p = buf
+                p.add_(d_p, alpha=-group["lr"])
+
+
+@task
+def s4gan_timed(spec):
+    """train_s4GAN.py's loop timed, on the device the spec names ('cuda': its .cuda() calls are
+    real). spec: argv, batch (one collated batch, served to all three loaders at every iteration:
+    no loading is timed). Returns the wall time at the start of each iteration (after the device
+    finished the previous one) and what the script printed. S's update is PerTensorSGD's."""
+    mod = import_script("train_s4GAN", spec["argv"])
+    steps = spec["num_steps"]
+    mod.data = Loaders({k: [[spec["batch"]] * steps] * 2 for k in range(3)}).namespace()
+    mod.optim = types.SimpleNamespace(SGD=PerTensorSGD, Adam=torch.optim.Adam)
+    adjust, starts = mod.adjust_learning_rate, []
+    synchronize = torch.cuda.synchronize if spec.get("cuda") else (lambda: None)
+
+    def adjust_learning_rate(optimizer, i_iter):  # called first in every iteration
+        synchronize()
+        starts.append(time.perf_counter())
+        return adjust(optimizer, i_iter)
+
+    mod.adjust_learning_rate = adjust_learning_rate
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        mod.main()
+    return {"starts": starts, "stdout": stdout.getvalue()}
+
+
 def main():
     checkout, name, in_path, out_path = sys.argv[1:5]
-    shims.install(checkout)
     spec = torch.load(in_path, weights_only=False)
+    shims.install(checkout, cuda=spec.get("cuda", False))
     torch.set_num_threads(spec.get("threads", 2))
     if spec.get("deterministic"):
         torch.use_deterministic_algorithms(True)

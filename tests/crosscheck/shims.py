@@ -9,7 +9,8 @@ removed API with the old behaviour, written here from its documented semantics:
   imread = PIL open with palette images converted to RGB(A); imresize = PIL resize of the array as an
   image of its mode, size given as (rows, cols); imsave = PIL save);
 - `.cuda()` on tensors and modules: a no-op, so the code runs on the CPU (nn.DataParallel over no
-  GPU calls its module directly and keeps the `module.` key prefix);
+  GPU calls its module directly and keeps the `module.` key prefix); kept real when a task runs the
+  code on a GPU (the timing of the original's step in benchmarks/gpu_check.py);
 - `torch.load` without `weights_only` (PyTorch >= 2.6 defaults to True; the original's Context mask
   caches hold PIL images);
 - `detail`, the Detail API the Context loader imports: a stand-in that lists the images of a split
@@ -81,8 +82,8 @@ class _Detail:
         raise RuntimeError("the Detail stand-in has no masks: give the loader its cache file")
 
 
-def install(checkout):
-    """Apply the shims and put the checkout first on sys.path."""
+def install(checkout, cuda=False):
+    """Apply the shims and put the checkout first on sys.path (cuda: keep the real .cuda())."""
     np.int = int
     misc = types.ModuleType("scipy.misc")
     misc.imread, misc.imresize, misc.imsave = _imread, _imresize, _imsave
@@ -90,8 +91,9 @@ def install(checkout):
     scipy.misc = misc
     sys.modules["scipy.misc"] = misc
 
-    torch.Tensor.cuda = lambda self, *args, **kwargs: self
-    torch.nn.Module.cuda = lambda self, *args, **kwargs: self
+    if not cuda:
+        torch.Tensor.cuda = lambda self, *args, **kwargs: self
+        torch.nn.Module.cuda = lambda self, *args, **kwargs: self
 
     load = torch.load
 
