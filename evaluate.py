@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader
 
 from data import get_dataset
 from engine import options
-from engine.evaluator import MLMTFusion, adopt_training_flags, eval_collate, evaluate, montage_of_predictions
+from engine.evaluator import (MLMTFusion, adopt_training_flags, eval_collate, evaluate, montage_of_predictions,
+                              uint8_batches)
 from engine.fidelity import apply_profile
 from model import SEGMENTERS, build_segmenter
 from model.weights import load_exact, read_state_dict
@@ -92,7 +93,7 @@ def main(argv=None):
     args = parse_args(argv)
     env = init_environment(args.device, args.gpu)
     spec = get_dataset(args.dataset)
-    dataset = spec.build_val(args)
+    dataset = uint8_batches(spec.build_val(args))
     fusion = MLMTFusion(args.mlmt_file, len(dataset), args.num_classes, args.mlmt_fusion) if args.with_mlmt else None
     options = {name: getattr(args, name) for name in SEGMENTERS[args.model].options if hasattr(args, name)}
     model = build_segmenter(args.backbone, args.num_classes, args.model, **options)

@@ -43,6 +43,7 @@ from torch.utils.data import Dataset
 
 from data.classes import generic_class_names
 from data.spec import DatasetSpec
+from data.transforms import compact_label
 from utils.errors import UserError
 
 CITY_IGNORE_LABEL = 250
@@ -250,7 +251,10 @@ class CityscapesSegmentation(Dataset):
     or at full resolution with full_res_labels; `size` = the label's (h, w), the scored region.
     Names are '<city>/<frame>'. An item may be (index, key): the key seeds that sample's
     augmentation (np.random.default_rng(key)), so a run does not depend on the number of workers.
+    `uint8_eval` (train=False): the image stays uint8 RGB, normalised on the device by the evaluator
+    (normalization_tables()).
     """
+    uint8_eval = False
 
     def __init__(self, root, split="train", list_path=None, crop_size=(256, 512), train=True,
                  resolution=None, full_res_labels=False, list_flag="--data-list", check_files=True):
@@ -313,6 +317,8 @@ class CityscapesSegmentation(Dataset):
         name = self.ids[index]
         if not self.train:
             rgb, label = self._eval_pair(index)
+            if self.uint8_eval:
+                return np.ascontiguousarray(rgb), compact_label(label), np.array(label.shape, np.int64), name, index
             return normalize(rgb), label, np.array(label.shape, np.int64), name, index
         rng = np.random.default_rng(key if key is not None else np.random.randint(0, 2**31 - 1))
         image, label = self._read(name)
@@ -325,6 +331,11 @@ class CityscapesSegmentation(Dataset):
         if rng.random() < 0.5:
             rgb, ids = rgb[:, ::-1], ids[:, ::-1]
         return normalize(rgb), LABEL_TO_TRAIN[ids].astype(np.int64), size, name, index
+
+    @staticmethod
+    def normalization_tables():
+        """(tables, sources, pad) as normalize(): output channel c is tables[c][rgb[..., sources[c]]]."""
+        return _NORMALIZED, (2, 1, 0), 0.0
 
     def _eval_pair(self, index):
         name = self.ids[index]

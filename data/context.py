@@ -44,7 +44,7 @@ from torch.utils.data import Dataset
 
 from data.classes import generic_class_names, voc_palette
 from data.spec import DatasetSpec
-from data.transforms import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, context_train_normalization
+from data.transforms import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, compact_label, context_train_normalization
 from utils.errors import ArgumentParser, UserError
 
 # The 59 PASCAL-Context benchmark categories among the 459 of the full release, plus 0: sorted.
@@ -212,13 +212,18 @@ def open_mask(path):
     return img
 
 
+def normalization_table(mean, std):
+    """(3, 256) float32: /255 then (x - mean) / std per channel, in float32 like ToTensor + Normalize."""
+    return (np.arange(256, dtype=np.float32)[None, :] / np.float32(255) - np.asarray(mean, np.float32)[:, None]) \
+        / np.asarray(std, np.float32)[:, None]
+
+
 def to_normalized_tensor(rgb, mean, std):
     """uint8 HxWx3 -> float32 3xHxW: /255 then (x - mean) / std, in float32 like ToTensor + Normalize.
 
     Each output depends on one byte only, so the 256 values per channel are computed with those
     float32 operations once and looked up: the same floats as per pixel, several times faster."""
-    table = (np.arange(256, dtype=np.float32)[None, :] / np.float32(255) - np.asarray(mean, np.float32)[:, None]) \
-        / np.asarray(std, np.float32)[:, None]
+    table = normalization_table(mean, std)
     out = np.empty((3,) + rgb.shape[:2], np.float32)
     for channel in range(3):
         np.take(table[channel], rgb[:, :, channel], out=out[channel])
@@ -251,7 +256,10 @@ class ContextSegmentation(Dataset):
     train=True: the original's random pipeline (see the module docstring), `size` = the image's
     original (h, w); an item may be (index, key), the key seeding all of that sample's randomness.
     train=False: short side 512, centre 512x512 crop; `size` = (512, 512), the scored region.
+    `uint8_eval` (train=False): the image stays uint8 RGB, normalised on the device by the evaluator
+    (normalization_tables()).
     """
+    uint8_eval = False
 
     def __init__(self, root, split="train", list_path=None, train=True, crop_size=(321, 321),
                  mean=IMAGENET_MEAN_RGB, std=IMAGENET_STD_RGB, list_flag="--data-list", check_files=True):
@@ -288,8 +296,10 @@ class ContextSegmentation(Dataset):
         name = self.ids[index]
         if not self.train:
             rgb, label = self._eval_pair(index)
-            return (to_normalized_tensor(rgb, IMAGENET_MEAN_RGB, IMAGENET_STD_RGB), label,
-                    np.array(label.shape, np.int64), name, index)
+            size = np.array(label.shape, np.int64)
+            if self.uint8_eval:
+                return np.ascontiguousarray(rgb), compact_label(label), size, name, index
+            return to_normalized_tensor(rgb, IMAGENET_MEAN_RGB, IMAGENET_STD_RGB), label, size, name, index
         rng = np.random.default_rng(key if key is not None else np.random.randint(0, 2**31 - 1))
         image, mask = self._read(name)
         size = np.array((image.size[1], image.size[0]), np.int64)
@@ -311,6 +321,11 @@ class ContextSegmentation(Dataset):
             blurred = Image.fromarray(np.ascontiguousarray(rgb)).filter(ImageFilter.GaussianBlur(radius=rng.random()))
             rgb = np.asarray(blurred)
         return to_normalized_tensor(rgb, self.mean, self.std), label.astype(np.int64), size, name, index
+
+    @staticmethod
+    def normalization_tables():
+        """(tables, sources, pad) of the evaluation images: output channel c is tables[c][rgb[..., c]]."""
+        return normalization_table(IMAGENET_MEAN_RGB, IMAGENET_STD_RGB), (0, 1, 2), 0.0
 
     def _eval_pair(self, index):
         image, mask = self._read(self.ids[index])

@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from data.classes import VOC_CLASSES, generic_class_names, voc_palette
 from data.spec import DatasetSpec
-from data.transforms import (check_label_values, pad_bottom_right, random_crop, random_scale,
+from data.transforms import (check_label_values, compact_label, pad_bottom_right, random_crop, random_scale,
                              read_image_bgr, read_label)
 from utils.errors import UserError
 from utils.visualize import read_rgb
@@ -54,7 +54,11 @@ class VOCSegmentation(Dataset):
     An item can be an index or (index, seed_key) as yielded by data.sampler: the key seeds that
     sample's augmentation, so a run is reproducible whatever the number of workers.
     `labeled=False` reads no label file (label all ignore), for images that have none.
+    `uint8_eval` (evaluation only; engine/evaluator.py sets it): the image stays uint8 RGB HxWx3,
+    padded with zero bytes, and normalization_tables() gives the floats the evaluator makes of it on
+    the device, the same as the float items'.
     """
+    uint8_eval = False
 
     def __init__(self, root, list_path, crop_size=(321, 321), scale=False, mirror=False,
                  num_classes=21, ignore_label=VOC_IGNORE_LABEL, mean=VOC_MEAN_BGR, pad_only=False,
@@ -101,12 +105,14 @@ class VOCSegmentation(Dataset):
         else:
             label = np.full(image.shape[:2], self.ignore_label, np.int64)
         size = np.array(label.shape, np.int64)
+        if self.uint8_eval and self.pad_only:
+            height, width = self._padded_size(label.shape)
+            image, label = pad_bottom_right(image[:, :, ::-1], label, height, width, self.ignore_label)
+            return np.ascontiguousarray(image), compact_label(label), size, name, index
         if self.scale:
             image, label = random_scale(image, label, rng)
         image = image.astype(np.float32) - self.mean
-        height, width = self.crop_h, self.crop_w
-        if height is None:
-            height, width = (8 * -(-(n - 1) // 8) + 1 for n in label.shape)
+        height, width = self._padded_size(label.shape)
         image, label = pad_bottom_right(image, label, height, width, self.ignore_label)
         if not self.pad_only:
             image, label = random_crop(image, label, self.crop_h, self.crop_w, rng)
@@ -114,6 +120,17 @@ class VOCSegmentation(Dataset):
         if self.mirror and rng.random() < 0.5:
             image, label = image[:, :, ::-1], label[:, ::-1]
         return np.ascontiguousarray(image), np.ascontiguousarray(label), size, name, index
+
+    def _padded_size(self, shape):
+        if self.crop_h is None:  # the next 8k+1 sizes
+            return tuple(8 * -(-(n - 1) // 8) + 1 for n in shape)
+        return self.crop_h, self.crop_w
+
+    def normalization_tables(self):
+        """(tables, sources, pad): output channel c (RGB) of an image is tables[c][rgb[..., sources[c]]],
+        the padding `pad`: uint8 minus the mean, in float32 as the float items compute it."""
+        values = np.arange(256, dtype=np.float32)
+        return np.stack([values - self.mean[2 - c] for c in range(3)]), (0, 1, 2), 0.0
 
     def label_indices(self, name):
         """The label of `name` as class indices, before any transform (for `python -m data.check`)."""

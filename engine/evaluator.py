@@ -89,15 +89,58 @@ class MLMTFusion:
         return logits.masked_fill(~present, float("-inf"))
 
 
+def base_dataset(dataset):
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return dataset
+
+
+def uint8_batches(dataset):
+    """Let the evaluation dataset give uint8 images (a quarter of float32's bytes to pin and copy),
+    which evaluate() normalises on the device to the same floats; datasets without the tables keep
+    their float items. Returns the dataset."""
+    base = base_dataset(dataset)
+    if hasattr(base, "normalization_tables"):
+        base.uint8_eval = True
+    return dataset
+
+
+class DeviceNormalizer:
+    """uint8 RGB batches (B, H, W, 3) -> the dataset's float32 images (B, 3, H, W): a look-up in the
+    dataset's per-channel tables (the very floats its float items hold: no arithmetic on the device),
+    and the padding outside each image's `size` set to the dataset's padding value. The result has
+    channels-last strides (the look-up's natural layout)."""
+
+    def __init__(self, dataset, device):
+        tables, sources, self.pad = base_dataset(dataset).normalization_tables()
+        self.table = torch.from_numpy(np.ascontiguousarray(tables, np.float32)).reshape(-1).to(device)
+        self.sources = list(sources)
+        self.offsets = torch.arange(3, device=device) * 256
+
+    def __call__(self, images, sizes):
+        out = self.table[images[..., self.sources].long() + self.offsets]
+        h, w = out.shape[1:3]
+        inside = ((torch.arange(h, device=out.device)[None, :, None] < sizes[:, 0, None, None])
+                  & (torch.arange(w, device=out.device)[None, None, :] < sizes[:, 1, None, None]))
+        return out.masked_fill(~inside[..., None], self.pad).permute(0, 3, 1, 2)  # VOC: its padding to 505x505
+
+
 @torch.no_grad()
 def evaluate(model, loader, num_classes, device, precision=None, channels_last=False, fusion=None,
              on_prediction=None):
     """Confusion matrix (C x C, rows = ground truth) over the loader, accumulated on `device`."""
     model.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+    normalizer = None
     for groups in loader:
         for images, labels, sizes, names, indices in groups:
             images = images.to(device, non_blocking=True)
+            sizes = sizes.to(device)
+            if images.dtype == torch.uint8:
+                normalizer = normalizer or DeviceNormalizer(loader.dataset, device)
+                images = normalizer(images, sizes)
+                if not channels_last:
+                    images = images.contiguous()
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             if precision is not None:
@@ -109,8 +152,7 @@ def evaluate(model, loader, num_classes, device, precision=None, channels_last=F
             if fusion is not None:
                 logits = fusion(logits, indices)
             pred = logits.argmax(1)
-            labels = labels.to(device, non_blocking=True)
-            sizes = sizes.to(device)
+            labels = labels.to(device, non_blocking=True).long()
             rows = torch.arange(pred.shape[1], device=device)[None, :, None] < sizes[:, 0, None, None]
             cols = torch.arange(pred.shape[2], device=device)[None, None, :] < sizes[:, 1, None, None]
             scored = torch.where(rows & cols, labels, -1)  # padding is not scored
@@ -132,7 +174,7 @@ class Validator:
 
     def __init__(self, args, env, precision, images=None):
         spec = get_dataset(args.dataset)
-        self.dataset = validation_dataset(args)
+        self.dataset = uint8_batches(validation_dataset(args))
         if images is not None:
             self.dataset = Subset(self.dataset, images(len(self.dataset)))
         self.loader = DataLoader(self.dataset, batch_size=1, num_workers=args.num_workers, collate_fn=eval_collate,
