@@ -21,6 +21,7 @@ from engine.evaluator import (MLMTFusion, adopt_training_flags, eval_collate, ev
                               uint8_batches)
 from engine.fidelity import apply_profile
 from model import SEGMENTERS, build_segmenter
+from model.inference import fold_batch_norms
 from model.weights import load_exact, read_state_dict
 from utils.amp import Precision
 from utils.distributed import init_environment
@@ -50,6 +51,9 @@ def get_args_parser():
                         help="[new] Cityscapes: score the full 2048x1024 labels (logits upsampled to them), the "
                              "protocol most later papers report; default: the original's 1024x512 labels")
     options.add_speed_flags(parser)
+    parser.add_argument("--fold-bn", action="store_true",
+                        help="[new] fold each BN into the convolution before it (same results to float rounding; "
+                             "faster, above all on CPUs)")
     return parser
 
 
@@ -98,6 +102,8 @@ def main(argv=None):
     options = {name: getattr(args, name) for name in SEGMENTERS[args.model].options if hasattr(args, name)}
     model = build_segmenter(args.backbone, args.num_classes, args.model, **options)
     load_exact(model, read_state_dict(args.restore_from), args.restore_from)
+    if args.fold_bn:
+        model = fold_batch_norms(model)
     model.to(env.device)
     if args.channels_last:
         model.to(memory_format=torch.channels_last)

@@ -65,3 +65,41 @@ def test_batched_evaluation_groups_images_of_other_sizes(fresh_voc, tmp_path, ca
         outputs.append(iou_output(out))
     assert outputs[0] == outputs[1]
     assert cv2.imread(str(tmp_path / "4" / (name + ".png"))).shape[:2] == (520, 300)
+
+
+@pytest.mark.parametrize("model_name,backbone,options,left", [("deeplabv2", "resnet18", {}, 0),
+                                                               ("deeplabv3p_wrn38", "wrn38", {"wrn_width_mult": 0.0625}, 17)])
+def test_fold_batch_norms_gives_the_same_function(model_name, backbone, options, left):
+    """BN layers with their own statistics folded into the convolutions before them: the outputs agree
+    to float rounding, the BNs that follow a convolution are gone (WRN-38's pre-activation BNs stay),
+    and the model given is left as it was."""
+    from model.inference import fold_batch_norms
+    torch.manual_seed(0)
+    model = build_segmenter(backbone, 5, model_name, **options).eval()
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = fold_batch_norms(model)
+    x = torch.randn(2, 3, 65, 65)
+    with torch.no_grad():
+        expected, got = model(x), folded(x)
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-5)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules()) == left
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) > left
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_evaluate_fold_bn_gives_the_same_numbers(voc_root, tmp_path, capsys):
+    torch.manual_seed(0)
+    torch.save(build_segmenter("resnet18", 21).state_dict(), tmp_path / "m.pth")
+    outputs = []
+    for extra in ([], ["--fold-bn", "--channels-last"]):
+        code, out, err = run_main(evaluate.main, tiny_eval_flags(voc_root, tmp_path / "m.pth", tmp_path / "r", *extra),
+                                  capsys)
+        assert code == 0, err
+        outputs.append(iou_output(out))
+    assert outputs[0] == outputs[1]

@@ -21,3 +21,19 @@ def test_the_original_step_is_timed(original, tmp_path):
     assert row["printed_iterations"] == 3  # warm-up, timed, and the last (saving, not timed)
     assert row["sec_per_iter"] > 0 and row["images_per_sec"] == pytest.approx(3 / row["sec_per_iter"], rel=0.01)
     assert (row["model"], row["batch"], row["crop"], row["amp"]) == ("deeplabv2-resnet101", 1, "321", "off")
+
+
+def test_evaluate_against_the_original_benchmark_runs(original, tmp_path):
+    """benchmarks/bench_eval_original.py: both evaluations run on the same images; one JSON line each,
+    ours with the share of pixels predicted as its first flag set."""
+    import json
+    import subprocess
+    proc = subprocess.run([sys.executable, "benchmarks/bench_eval_original.py", "--original", original, "--images", "1",
+                           "--repeats", "1", "--workdir", str(tmp_path), "--ours=", "--ours=--fold-bn --channels-last"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert [r["command"] for r in rows] == ["original", "evaluate.py", "evaluate.py --fold-bn --channels-last"]
+    assert rows[0]["agreement"] is None and rows[1]["agreement"] == 1.0 and rows[2]["agreement"] > 0.99
+    assert all(r["seconds"] > 0 for r in rows) and rows[0]["speedup_vs_original"] == 1.0
+    assert os.path.isfile(tmp_path / "theirs" / "result.txt") and os.path.isfile(tmp_path / "ours1" / "result.txt")
