@@ -77,6 +77,10 @@ def get_args_parser():
                         f"segmenter's file; resnet50-19c8e357.pth / resnet18-5c106cde.pth for the small ones); "
                         f"a missing file: a warning and random initialisation; 'none': random initialisation")
     p.add_argument("--image-size", type=int, default=320, help="[new] images are resized to this square (original 320)")
+    p.add_argument("--augment-on-device", action="store_true",
+                   help="[new] make the unlabeled views (colour jitter, flips, blur) on the training device from "
+                        "the same random draws, so the loaders only decode and resize; the views differ from "
+                        "PIL's by rounding (data/device_views.py). Off: the original's PIL pipeline")
     p.add_argument("--fidelity", default="original", choices=("original", "fixed"),
                    help="[new] original: reproduce the original code's quirks; fixed: correct them "
                         "(each quirk flag below overrides the profile)")
@@ -154,7 +158,8 @@ def main(argv=None):
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.num_epochs, eta_min=args.eta_min)
         step = MLMTStep(student, teacher, optimizer, run.precision, num_epochs=args.num_epochs,
                         burn_in_epochs=args.burn_in_epochs, w_cons=args.w_cons, ema_decay=args.ema_decay,
-                        device=run.env.device, channels_last=args.channels_last)
+                        device=run.env.device, channels_last=args.channels_last,
+                        augment_on_device=args.augment_on_device)
         run.track(models={"model": student, "teacher": teacher}, optimizers={"SGD": optimizer},
                   extras={"scheduler": scheduler, "meters": step.meters})
 

@@ -50,7 +50,7 @@ def parse(argv):
     p.add_argument("--images", type=int, default=12, help="fake images per split")
     p.add_argument("--city-dir", default=None, help="a real Cityscapes root (default: fake data)")
     p.add_argument("--context-dir", default=None, help="a prepared PASCAL-Context root (default: fake data)")
-    p.add_argument("--only", default="stages,city_train,city_val,context_train,context_val,mlmt_labeled,mlmt_unlabeled",
+    p.add_argument("--only", default="stages,city_train,city_val,context_train,context_val,mlmt_labeled,mlmt_unlabeled,mlmt_unlabeled_device_views",
                    help="which measurements (default: %(default)s)")
     return p.parse_args(argv)
 
@@ -201,6 +201,9 @@ def main(argv=None):
         "context_val": lambda: ctx.ContextSegmentation(context_root, "val", train=False),
         "mlmt_labeled": lambda: multilabel.ClassifierImages(mlmt_split(context_root), "labeled", 320),
         "mlmt_unlabeled": lambda: multilabel.ClassifierImages(mlmt_split(context_root), "unlabeled", 320),
+        # --augment-on-device: the loaders only decode and resize; the views are made on the device
+        "mlmt_unlabeled_device_views": lambda: multilabel.ClassifierImages(mlmt_split(context_root), "unlabeled", 320,
+                                                                           device_augment=True),
     }
     for name, build in builders.items():
         if name not in only:

@@ -36,6 +36,8 @@ def parse(argv):
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--num-workers", type=int, default=2)
     p.add_argument("--data-dir", default=None, help="VOC-layout folder with lists/train_aug.txt (default: synthetic)")
+    p.add_argument("--augment-on-device", action="store_true",
+                   help="the unlabeled views made on the device (train_mlmt.py --augment-on-device)")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -60,7 +62,8 @@ def run_one(args, amp, channels_last):
                            args.num_classes, 255, (0,), log=lambda *_: None)
     split = ImageLabels(ids, [os.path.join(root, "JPEGImages", i + ".jpg") for i in ids], labels, "bench")
     pin = device.type == "cuda"
-    streams = {name: BatchStream(ClassifierImages(split, name, args.image_size),
+    streams = {name: BatchStream(ClassifierImages(split, name, args.image_size,
+                                                  device_augment=args.augment_on_device and name == "unlabeled"),
                                  SeededEpochSampler(np.arange(len(ids)), 0, k), batch, args.num_workers,
                                  pin_memory=pin, worker_init_fn=init_worker)
                for k, (name, batch) in enumerate((("labeled", args.batch_size_lab),
@@ -71,7 +74,8 @@ def run_one(args, amp, channels_last):
     teacher.requires_grad_(False)
     optimizer = torch.optim.SGD(student.parameters(), 3e-2, momentum=0.9, weight_decay=1e-5, nesterov=True)
     step = MLMTStep(student, teacher, optimizer, Precision(amp, device), num_epochs=100, burn_in_epochs=10,
-                    w_cons=1.0, ema_decay=0.999, device=device, channels_last=channels_last)
+                    w_cons=1.0, ema_decay=0.999, device=device, channels_last=channels_last,
+                    augment_on_device=args.augment_on_device)
     waits, totals = [], []
     for i in range(args.warmup + args.iters):
         if i == args.warmup:
@@ -90,7 +94,8 @@ def run_one(args, amp, channels_last):
     return {"bench": "mlmt", "device": device_name(device), "torch": torch.__version__,
             "model": f"{args.backbone} student + teacher", "image_size": args.image_size,
             "batch_lab": args.batch_size_lab, "batch_unlab": args.batch_size_unlab, "amp": amp,
-            "channels_last": channels_last, "num_workers": args.num_workers, "iters": args.iters,
+            "channels_last": channels_last, "augment_on_device": args.augment_on_device,
+            "num_workers": args.num_workers, "iters": args.iters,
             "sec_per_iter": round(sec, 4), "images_per_sec": round(images / sec, 2),
             "peak_mem_mb": peak_memory_mb(device), "data_wait_share": round(sum(waits) / sum(totals), 4)}
 

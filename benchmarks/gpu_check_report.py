@@ -125,8 +125,8 @@ def render_markdown(report, sizes):
         mlmt_rows = [r for r in rows if r["script"] == "bench_mlmt.py"]
         if mlmt_rows:
             lines += ["", "### MLMT step (`bench_mlmt.py`)", "", *command_lines(mlmt_rows, data_dir), ""]
-            lines += [table(["model", "image", "batch lab + unlab", "amp", "channels-last", "s / iter",
-                                 "images / s", "peak MB", "data wait"], [mlmt_row(r) for r in mlmt_rows])]
+            lines += [table(["model", "image", "batch lab + unlab", "amp", "channels-last", "views made on",
+                                 "s / iter", "images / s", "peak MB", "data wait"], [mlmt_row(r) for r in mlmt_rows])]
     if report["profile"]:
         lines += ["", *render_profile(report["profile"])]
     # steps
@@ -173,9 +173,10 @@ def eval_row(r):
 def mlmt_row(r):
     res = r["result"]
     if res is None:
-        return [r["label"], "", "", "", "", *not_measured(r, 4)]
+        return [r["label"], "", "", "", "", "", *not_measured(r, 4)]
     return [res["model"], res["image_size"], f"{res['batch_lab']} + {res['batch_unlab']} x 2 views", res["amp"],
-            "yes" if res["channels_last"] else "no", f"{res['sec_per_iter']:.3f}", f"{res['images_per_sec']:.1f}",
+            "yes" if res["channels_last"] else "no", "device" if res.get("augment_on_device") else "loaders",
+            f"{res['sec_per_iter']:.3f}", f"{res['images_per_sec']:.1f}",
             f"{res['peak_mem_mb']:.0f}", f"{res['data_wait_share']:.1%}"]
 
 

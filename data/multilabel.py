@@ -187,7 +187,8 @@ def derive_labels(ids, label_paths, num_classes, ignore_label, always_present=()
     log(f"deriving image-level labels from {len(ids)} label PNGs "
         f"({os.path.dirname(label_paths[0]) if label_paths else ''}; cached once done)")
     reader = DataLoader(_PresenceReader(label_paths, num_classes, ignore_label), batch_size=None,
-                        num_workers=num_workers, collate_fn=_as_is)
+                        num_workers=num_workers, collate_fn=_as_is,
+                        generator=torch.Generator())  # not the global one: a first run would draw from it
     labels = np.zeros((len(ids), num_classes), np.uint8)
     with tqdm(total=len(ids), desc="image-level labels", disable=not sys.stderr.isatty(), file=sys.stderr) as bar:
         for index, present in enumerate(reader):
@@ -251,31 +252,45 @@ def normalize_images(images, mean=IMAGENET_MEAN_RGB, std=IMAGENET_STD_RGB):
     return (x - constant(mean)) / constant(std)
 
 
-def color_jitter(image, rng):
-    """torchvision's ColorJitter(0.4, 0.4, 0.4, 0.1): the four adjustments in a random order, each
-    with a factor drawn uniformly (hue: a shift in [-0.1, 0.1])."""
-    factors = {name: rng.uniform(max(0.0, 1 - v), 1 + v) for name, v in JITTER.items() if name != "hue"}
-    factors["hue"] = rng.uniform(-JITTER["hue"], JITTER["hue"])
+JITTER_ORDER = ("brightness", "contrast", "saturation", "hue")
+# the draws of an unlabeled item, one float64 row: the teacher view's flip; the jitter factors in
+# JITTER_ORDER; the order in which they apply (a permutation of 0..3); the student view's flip; the
+# blur radius (flips: 1.0 = flip)
+DRAWS = ("teacher_flip", "brightness", "contrast", "saturation", "hue", "order0", "order1", "order2", "order3",
+         "student_flip", "blur_radius")
+
+
+def view_draws(rng):
+    """The random numbers of an unlabeled item's two views, drawn in the order of the original's
+    transforms: the teacher view's flip, torchvision's ColorJitter(0.4, 0.4, 0.4, 0.1) (a factor
+    drawn uniformly per adjustment, hue a shift in [-0.1, 0.1], then their order), the student
+    view's flip, the blur radius."""
+    teacher_flip = rng.random() < 0.5
+    factors = [rng.uniform(max(0.0, 1 - JITTER[name]), 1 + JITTER[name]) for name in JITTER_ORDER[:3]]
+    hue = rng.uniform(-JITTER["hue"], JITTER["hue"])
+    order = rng.permutation(len(JITTER_ORDER))
+    student_flip = rng.random() < 0.5
+    radius = rng.uniform(*BLUR_RADIUS)
+    return np.array([teacher_flip, *factors, hue, *order, student_flip, radius], np.float64)
+
+
+def color_jitter(image, draws):
+    """The four adjustments of ColorJitter with the factors and order of `draws` (PIL, as torchvision)."""
     adjust = {"brightness": TF.adjust_brightness, "contrast": TF.adjust_contrast,
               "saturation": TF.adjust_saturation, "hue": TF.adjust_hue}
-    names = list(JITTER)
-    for k in rng.permutation(len(names)):
-        image = adjust[names[k]](image, factors[names[k]])
+    for k in draws[5:9].astype(int):
+        name = JITTER_ORDER[k]
+        image = adjust[name](image, float(draws[1 + k]))
     return image
 
 
-def plain_view(resized, rng):
-    if rng.random() < 0.5:
-        resized = resized.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    return to_chw_uint8(resized)
+def flipped(image, flip):
+    return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if flip else image
 
 
-def augmented_view(resized, rng):
-    image = color_jitter(resized, rng)
-    if rng.random() < 0.5:
-        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    image = image.filter(ImageFilter.GaussianBlur(radius=rng.uniform(*BLUR_RADIUS)))
-    return to_chw_uint8(image)
+def augmented_view(resized, draws):
+    image = flipped(color_jitter(resized, draws), draws[9] > 0.5)
+    return to_chw_uint8(image.filter(ImageFilter.GaussianBlur(radius=float(draws[10]))))
 
 
 class ClassifierImages(Dataset):
@@ -283,7 +298,8 @@ class ClassifierImages(Dataset):
 
     labeled   -> (plain view, targets float32 (C,) in unit order, index)
     unlabeled -> (plain view for the teacher, augmented view for the student, index); the two views
-                 are flipped independently
+                 are flipped independently; with device_augment: (the resized image, its view_draws,
+                 index), the views made on the training device (data/device_views.py)
     val       -> (the image resized, targets, index)
 
     Each view is the image resized to size x size (bilinear), then transformed; views are uint8
@@ -292,10 +308,10 @@ class ClassifierImages(Dataset):
 
     MODES = ("labeled", "unlabeled", "val")
 
-    def __init__(self, split, mode, size=320):
+    def __init__(self, split, mode, size=320, device_augment=False):
         if mode not in self.MODES:
             raise ValueError(f"mode must be one of {self.MODES}")
-        self.split, self.mode, self.size = split, mode, size
+        self.split, self.mode, self.size, self.device_augment = split, mode, size, device_augment
         self.ids = split.ids
         self.targets = to_unit_order(split.labels).astype(np.float32)
 
@@ -309,6 +325,8 @@ class ClassifierImages(Dataset):
             return to_chw_uint8(resized), self.targets[index], index
         rng = np.random.default_rng(key if key is not None else np.random.randint(0, 2**31 - 1))
         if self.mode == "labeled":
-            return plain_view(resized, rng), self.targets[index], index
-        teacher_view = plain_view(resized, rng)
-        return teacher_view, augmented_view(resized, rng), index
+            return to_chw_uint8(flipped(resized, rng.random() < 0.5)), self.targets[index], index
+        draws = view_draws(rng)
+        if self.device_augment:  # the views are made on the device (data/device_views.py)
+            return to_chw_uint8(resized), draws, index
+        return to_chw_uint8(flipped(resized, draws[0] > 0.5)), augmented_view(resized, draws), index

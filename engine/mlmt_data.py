@@ -71,7 +71,8 @@ def labeled_permutation(args, num_images, saved=None):
 
 def make_data(args, env, saved_split=None, say=print):
     """For TrainingRun(data=...): the training split, its permutation and the two streams
-    (labeled: --batch-size-lab plain views; unlabeled: --batch-size-unlab view pairs)."""
+    (labeled: --batch-size-lab plain views; unlabeled: --batch-size-unlab view pairs, or with
+    --augment-on-device the resized images and their draws)."""
     train = load_split(args, env, "train", say)
     perm = labeled_permutation(args, len(train), saved_split)
     labeled, unlabeled = split_indices(perm, args.labeled_ratio)
@@ -91,7 +92,9 @@ def make_data(args, env, saved_split=None, say=print):
     for name, pool, batch_size in (("labeled", labeled, args.batch_size_lab),
                                    ("unlabeled", unlabeled, args.batch_size_unlab)):
         sampler = SeededEpochSampler(pool, args.random_seed, STREAM_IDS[name], env.rank, env.world_size)
-        streams[name] = BatchStream(ClassifierImages(train, name, args.image_size), sampler, batch_size,
+        images = ClassifierImages(train, name, args.image_size,
+                                  device_augment=name == "unlabeled" and getattr(args, "augment_on_device", False))
+        streams[name] = BatchStream(images, sampler, batch_size,
                                     args.num_workers, pin_memory=pin, worker_init_fn=init_worker)
     return streams["labeled"].loader.dataset, perm, streams
 

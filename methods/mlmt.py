@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from data.device_views import unlabeled_views
 from data.multilabel import normalize_images
 from methods.common import losses_to_floats
 from utils.tensors import images_to_device
@@ -106,11 +107,11 @@ class MLMTStep:
     streams = ("labeled", "unlabeled")
 
     def __init__(self, student, teacher, optimizer, precision, *, num_epochs, burn_in_epochs, w_cons, ema_decay,
-                 device, channels_last=False):
+                 device, channels_last=False, augment_on_device=False):
         self.student, self.teacher, self.optimizer, self.precision = student, teacher, optimizer, precision
         self.student_params = getattr(student, "module", student)  # the EMA reads the bare student
         self.num_epochs, self.burn_in_epochs, self.w_cons, self.ema_decay = num_epochs, burn_in_epochs, w_cons, ema_decay
-        self.device, self.channels_last = device, channels_last
+        self.device, self.channels_last, self.augment_on_device = device, channels_last, augment_on_device
         self.meters = EpochMeters()
 
     def _images(self, uint8_views):
@@ -123,7 +124,10 @@ class MLMTStep:
     def __call__(self, iteration, epoch, labeled, unlabeled):
         images = self._images(labeled[0])
         targets = labeled[1].to(self.device, non_blocking=True).float()
-        plain, augmented = self._images(unlabeled[0]), self._images(unlabeled[1])
+        views = unlabeled[:2]
+        if self.augment_on_device:  # unlabeled = (resized images, their draws, indices)
+            views = unlabeled_views(unlabeled[0].to(self.device, non_blocking=True), unlabeled[1].to(self.device))
+        plain, augmented = self._images(views[0]), self._images(views[1])
         self.optimizer.zero_grad(set_to_none=True)
 
         probs = torch.sigmoid(self._forward(self.student, images))

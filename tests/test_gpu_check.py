@@ -84,6 +84,8 @@ def test_smoke_report_benchmark_rows_profile_and_targets(smoke):
         assert result["bench"] == "eval" and result["batch"] == int(key[-1]) and result["images_per_sec"] > 0
     if os.path.isfile(os.path.join(ROOT, "benchmarks", "bench_mlmt.py")):
         assert rows["mlmt-bf16-cl"]["result"]["bench"] == "mlmt"
+        assert rows["mlmt-bf16-cl"]["result"]["augment_on_device"] is False
+        assert rows["mlmt-bf16-cl-device-views"]["result"]["augment_on_device"] is True
     assert rows["s4gan-bf16-cl-compile"]["result"] is None
     profile = report["profile"]["profile"]
     parts = {p["part"] for p in profile["parts"]}
@@ -134,7 +136,7 @@ def test_targets_met_not_met_and_not_measured():
         "s4gan-fp32": train(0.080, 20000, tflops=200), "s4gan-bf16-cl": train(0.045, 12000, wait=0.02),
         "eval-fp32-1": evaluation(40, 0.02), "eval-fp32-8": evaluation(200, 0.004),
         "eval-bf16-cl-1": evaluation(60, 0.015), "eval-bf16-cl-8": evaluation(180, 0.004),
-        "mlmt-bf16-cl": train(0.2, 9000, wait=0.099)}).targets()
+        "mlmt-bf16-cl": train(0.2, 9000, wait=0.5), "mlmt-bf16-cl-device-views": train(0.2, 9000, wait=0.099)}).targets()
     assert [t["verdict"] for t in targets] == ["met", "met", "met", "met", "met", "not met", "met"]
     assert targets[0]["target"] == "s4GAN step fp32 <= 80 ms"
     assert targets[0]["measured"] == "0.080 s/iter, 200 TFLOP/s"
@@ -142,7 +144,7 @@ def test_targets_met_not_met_and_not_measured():
     assert targets[6]["measured"] == "9.9% (4 workers per loader, 2 loaders)"
     targets = fake_check({"s4gan-fp32": train(0.081, 20000), "s4gan-bf16-cl": train(0.046, 21000, wait=0.05),
                           "eval-fp32-1": evaluation(40, 0.02), "eval-fp32-8": None,
-                          "mlmt-bf16-cl": train(0.2, 9000, wait=0.10)}).targets()
+                          "mlmt-bf16-cl-device-views": train(0.2, 9000, wait=0.10)}).targets()
     assert [t["verdict"] for t in targets] == ["not met", "not met", "not met", "not met",
                                                "not measured (timed out after 75 s)", "not measured (row not run)",
                                                "not met"]

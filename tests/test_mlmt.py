@@ -455,3 +455,14 @@ def test_bf16_channels_last_and_the_fixed_profile_run(voc, tmp_path):
     assert raw.shape == (3, 21) and np.isfinite(raw).all()
     saved = torch.load(tmp_path / "latest.pth", weights_only=True)
     assert saved["model"]["conv1.weight"].dtype == torch.float32
+
+
+def test_a_first_run_that_derives_the_labels_equals_a_later_run(tmp_path):
+    """The first run on a dataset derives the image-level labels (and caches them); a later run reads
+    the cache. Deriving must not draw from the global RNG that the networks' initialisation uses:
+    both runs end with the same weights (a loader drawing its seed from it made them differ)."""
+    data = make_voc(str(tmp_path / "voc"), sizes_train=TRAIN_SIZES)
+    for name in ("first", "later"):
+        code, _, _ = run_main(train_mlmt.main, mlmt_flags(data, tmp_path / name, "--num-epochs", "1"))
+        assert code == 0
+    assert_identical(final_state(tmp_path / "first"), final_state(tmp_path / "later"))
