@@ -566,3 +566,21 @@ def test_a_deferred_step_does_not_synchronise(synth):
             finally:
                 torch.cuda.set_sync_debug_mode("default")
             assert all(v.device == DEVICE for v in values.values() if isinstance(v, torch.Tensor)), kind
+
+
+def test_mlmt_views_made_on_the_device_match_the_cpu(note):
+    """train_mlmt.py --augment-on-device: the same batch of views on the device and on the CPU (the
+    same float32 operations; a rounding at .5 may land on the other side)."""
+    from data.device_views import unlabeled_views
+    from data.multilabel import view_draws
+
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.integers(0, 256, (16, 3, 64, 64), dtype=np.uint8))
+    draws = torch.from_numpy(np.stack([view_draws(np.random.default_rng(k)) for k in range(16)]))
+    teacher, student = unlabeled_views(images, draws)
+    teacher_d, student_d = unlabeled_views(images.to(DEVICE), draws.to(DEVICE))
+    assert torch.equal(teacher_d.cpu(), teacher)
+    difference = (student_d.cpu().int() - student.int()).abs()
+    assert difference.max() <= 1 and difference.float().mean() < 1e-3
+    note(f"MLMT device views: teacher identical, student {int((difference > 0).sum())} of {difference.numel()} "
+         f"values differ by 1 from the CPU's")
