@@ -34,7 +34,7 @@ def get_args_parser():
     parser = options.parser("Evaluate a segmenter checkpoint (single scale, the original's protocol).")
     options.add_model_flags(parser)
     options.add_data_flags(parser)
-    options.add_runtime_flags(parser)
+    options.add_runtime_flags(parser, evaluation=True)
     parser.set_defaults(model=None)  # None: from the checkpoint's args.json, else deeplabv2
     parser.add_argument("--restore-from", default="", help="checkpoint to evaluate (file or http(s) URL)")
     parser.add_argument("--save-dir", default="results", help="folder for result.txt and the predicted PNGs")
@@ -96,11 +96,13 @@ class PredictionWriter:
 def main(argv=None):
     args = parse_args(argv)
     env = init_environment(args.device, args.gpu)
+    if args.num_workers is None:
+        args.num_workers = options.eval_num_workers(env.device)
     spec = get_dataset(args.dataset)
     dataset = uint8_batches(spec.build_val(args))
     fusion = MLMTFusion(args.mlmt_file, len(dataset), args.num_classes, args.mlmt_fusion) if args.with_mlmt else None
-    options = {name: getattr(args, name) for name in SEGMENTERS[args.model].options if hasattr(args, name)}
-    model = build_segmenter(args.backbone, args.num_classes, args.model, **options)
+    model_options = {name: getattr(args, name) for name in SEGMENTERS[args.model].options if hasattr(args, name)}
+    model = build_segmenter(args.backbone, args.num_classes, args.model, **model_options)
     load_exact(model, read_state_dict(args.restore_from), args.restore_from)
     if args.fold_bn:
         model = fold_batch_norms(model)

@@ -30,7 +30,7 @@ def parse(argv):
     p.add_argument("--amp", default="off")
     p.add_argument("--channels-last", default="off")
     p.add_argument("--images", type=int, default=24)
-    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--num-workers", type=int, default=None, help="default: evaluate.py's (engine/options.py)")
     p.add_argument("--repeats", type=int, default=3, help="timed passes of each kind; the best is kept")
     p.add_argument("--data-dir", default=None, help="VOC-layout folder with lists/val.txt (default: synthetic)")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
@@ -40,7 +40,8 @@ def parse(argv):
 def run_one(args, amp, channels_last, batch_size):
     from data import get_dataset
     from utils.tensors import upsample
-    from engine.evaluator import eval_collate, evaluate
+    from engine.evaluator import DeviceNormalizer, eval_collate, evaluate, uint8_batches
+    from engine.options import eval_num_workers
     from model import build_segmenter
     from utils.amp import Precision
     from utils.distributed import choose_device
@@ -48,17 +49,21 @@ def run_one(args, amp, channels_last, batch_size):
     device = choose_device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    if args.num_workers is None:
+        args.num_workers = eval_num_workers(device)
     root = data_dir_or_synthetic(args.data_dir, num_val=max(24, args.images))
     dataset = get_dataset("folder").build_val(argparse.Namespace(data_dir=root, num_classes=args.num_classes, ignore_label=255,
                                                                 data_list=os.path.join(root, "lists", "val.txt")))
     dataset.ids = dataset.ids[: args.images]
+    uint8_batches(dataset)  # as evaluate.py: uint8 images, normalised on the device
+    normalize = DeviceNormalizer(dataset, device)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     model = build_segmenter(args.backbone, args.num_classes).to(device, memory_format=layout).eval()
     precision = Precision(amp, device)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=args.num_workers, collate_fn=eval_collate,
                         pin_memory=device.type == "cuda", persistent_workers=args.num_workers > 0)
     evaluate(model, loader, args.num_classes, device, precision, channels_last)  # warm-up (cudnn, workers)
-    batches = [[(g[0].to(device), g[2]) for g in groups] for groups in loader]
+    batches = [[(normalize(g[0].to(device), g[2].to(device)), g[2]) for g in groups] for groups in loader]
     sync(device)
     reset_peak(device)
 
@@ -89,7 +94,7 @@ def run_one(args, amp, channels_last, batch_size):
                 model_time = min(model_time, elapsed)
     n = len(dataset)
     return {"bench": "eval", "device": device_name(device), "torch": torch.__version__,
-            "model": f"deeplabv2-{args.backbone}", "batch": batch_size, "input": list(dataset[0][0].shape[1:]),
+            "model": f"deeplabv2-{args.backbone}", "batch": batch_size, "input": list(dataset[0][0].shape[:2]),
             "amp": amp, "channels_last": channels_last, "num_workers": args.num_workers, "images": n,
             "sec_per_image": round(total / n, 4), "images_per_sec": round(n / total, 2),
             "model_sec_per_image": round(model_time / n, 4),

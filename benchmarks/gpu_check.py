@@ -83,7 +83,7 @@ REAL = {
     "data": {"num_train": 240, "num_val": 96, "size": 500},
     "train": ["--backbone", "resnet101", "--batch-size", "8", "--crop", "321", "--iters", "15", "--warmup", "5",
               "--num-workers", "4", "--count-flops"],
-    "eval": ["--backbone", "resnet101", "--images", "96", "--repeats", "3", "--num-workers", "4"],
+    "eval": ["--backbone", "resnet101", "--images", "96", "--repeats", "3"],  # evaluate.py's workers
     "eval_batches": (1, 8),
     "wrn38": ["--model", "deeplabv3p_wrn38", "--crop", "256,512", "--batch-size", "8", "--num-classes", "19",
               "--iters", "10", "--warmup", "3", "--num-workers", "4"],

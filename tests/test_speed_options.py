@@ -103,3 +103,25 @@ def test_evaluate_fold_bn_gives_the_same_numbers(voc_root, tmp_path, capsys):
         assert code == 0, err
         outputs.append(iou_output(out))
     assert outputs[0] == outputs[1]
+
+
+@pytest.mark.parametrize("device,cores,workers", [("cuda", 16, 15), ("cuda", 64, 16), ("cuda", 1, 1),
+                                                  ("cpu", 2, 0), ("cpu", 16, 2)])
+def test_evaluation_workers_follow_the_cores_and_the_device(monkeypatch, device, cores, workers):
+    from engine import options
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert options.eval_num_workers(torch.device(device)) == workers
+
+
+def test_evaluate_takes_the_workers_given_or_its_default(voc_root, tmp_path, monkeypatch):
+    from engine import options
+    seen = []
+    monkeypatch.setattr(evaluate, "DataLoader", lambda *a, **k: seen.append(k["num_workers"]) or (_ for _ in ()))
+    monkeypatch.setattr(options, "eval_num_workers", lambda device: 3)
+    torch.save(build_segmenter("resnet18", 21).state_dict(), tmp_path / "m.pth")
+    flags = tiny_eval_flags(voc_root, tmp_path / "m.pth", tmp_path / "r")
+    k = flags.index("--num-workers")
+    without = flags[:k] + flags[k + 2:]
+    for extra, expected in (([], 3), (["--num-workers", "1"], 1)):
+        evaluate.main(without + extra)
+        assert seen[-1] == expected
