@@ -81,7 +81,7 @@ def test_splits_of_every_trainer(original, voc, no_weights, wrn_workdir, tmp_pat
     for script, streams, split_file, extra in (
             (train_s4GAN, S4GANStep.streams, "train_voc_split.pkl", []),
             (train_full, SupervisedStep.streams, "split.pkl", []),
-            (train_s4GAN_wrn38, S4GANStep.streams, "train_voc_split.pkl", ["--batch-size-unlab", "1"])):
+            (train_s4GAN_wrn38, S4GANStep.streams, "train_voc_split.pkl", ["--batch-size-unlab", "2"])):
         ours_dir, their_dir = str(tmp_path / f"ours_{script.__name__}"), str(tmp_path / f"theirs_{script.__name__}")
         args = script.parse_args(data + extra + ["--checkpoint-dir", ours_dir])
         os.makedirs(ours_dir, exist_ok=True)
