@@ -79,15 +79,18 @@ def rank_pid(launcher, rank):
     raise AssertionError(f"no worker of rank {rank} among {children}")
 
 
+STEPS = 20  # enough that a signal sent at iteration 2 lands before the end on a loaded machine (8 did not)
+
+
 def two_process_flags(voc_root, ckpt, *extra):
-    return tiny_train_flags(voc_root, ckpt, "--num-steps", "8", "--save-pred-every", "2", "--labeled-ratio", "0.5",
+    return tiny_train_flags(voc_root, ckpt, "--num-steps", str(STEPS), "--save-pred-every", "2", "--labeled-ratio", "0.5",
                             "--log-every", "1", "--random-mirror", *extra)
 
 
 def final_state(ckpt):
     latest = torch.load(ckpt / "latest.pth", weights_only=True)
-    return {"model": torch.load(ckpt / "VOC_8.pth", weights_only=True), "D": torch.load(ckpt / "VOC_8_D.pth",
-            weights_only=True), "optimizers": latest["optimizers"], "rng": latest["rng"], "streams": latest["streams"]}
+    return {"model": torch.load(ckpt / f"VOC_{STEPS}.pth", weights_only=True),
+            "D": torch.load(ckpt / f"VOC_{STEPS}_D.pth", weights_only=True), "optimizers": latest["optimizers"], "rng": latest["rng"], "streams": latest["streams"]}
 
 
 @pytest.fixture(scope="module")
