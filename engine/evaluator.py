@@ -89,6 +89,12 @@ class MLMTFusion:
         return logits.masked_fill(~present, float("-inf"))
 
 
+def within_sizes(sizes, height, width):
+    """(B, height, width) bool: True inside each image's (h, w) = sizes[b], False in its padding."""
+    rows = torch.arange(height, device=sizes.device)[None, :, None] < sizes[:, 0, None, None]
+    return rows & (torch.arange(width, device=sizes.device)[None, None, :] < sizes[:, 1, None, None])
+
+
 def base_dataset(dataset):
     while isinstance(dataset, Subset):
         dataset = dataset.dataset
@@ -119,9 +125,7 @@ class DeviceNormalizer:
 
     def __call__(self, images, sizes):
         out = self.table[images[..., self.sources].long() + self.offsets]
-        h, w = out.shape[1:3]
-        inside = ((torch.arange(h, device=out.device)[None, :, None] < sizes[:, 0, None, None])
-                  & (torch.arange(w, device=out.device)[None, None, :] < sizes[:, 1, None, None]))
+        inside = within_sizes(sizes, *out.shape[1:3])
         return out.masked_fill(~inside[..., None], self.pad).permute(0, 3, 1, 2)  # VOC: its padding to 505x505
 
 
@@ -153,9 +157,7 @@ def evaluate(model, loader, num_classes, device, precision=None, channels_last=F
                 logits = fusion(logits, indices)
             pred = logits.argmax(1)
             labels = labels.to(device, non_blocking=True).long()
-            rows = torch.arange(pred.shape[1], device=device)[None, :, None] < sizes[:, 0, None, None]
-            cols = torch.arange(pred.shape[2], device=device)[None, None, :] < sizes[:, 1, None, None]
-            scored = torch.where(rows & cols, labels, -1)  # padding is not scored
+            scored = torch.where(within_sizes(sizes, *pred.shape[1:]), labels, -1)  # padding is not scored
             confusion += confusion_matrix(scored, pred, num_classes)
             if on_prediction is not None:
                 pred_cpu, sizes_cpu = pred.cpu().numpy(), sizes.cpu().numpy()

@@ -22,7 +22,6 @@ through the validation list (eval mode) and their sigmoid outputs are written as
 output_{val,ema}_{raw,bin}_<epoch>.txt, background first (engine/mlmt_validation.py); the data
 streams and the networks are built by engine/mlmt_data.py.
 """
-import numpy as np
 import torch
 import torch.nn.functional as F
 

@@ -17,7 +17,6 @@ import train_mlmt
 from data.multilabel import ClassifierImages, ImageLabels, normalize_images
 from data.splits import save_permutation
 from engine import mlmt_data, mlmt_validation, options, setup
-from engine.fidelity import apply_profile
 from methods import mlmt
 from methods.mlmt import MLMTStep
 from tests.helpers import assert_identical, crash_at, expect_error, run_main, tiny_eval_flags, tiny_train_flags

@@ -18,7 +18,7 @@ from methods.s4gan import S4GANStep
 from methods.supervised import SupervisedStep
 from model import build_discriminator, build_segmenter
 from model.wider_resnet import WiderResNet38
-from tests.crosscheck.common import fmt, linked_workdir, make_mlmt_data, write_wrn38_imagenet
+from tests.crosscheck.common import fmt, make_mlmt_data, write_wrn38_imagenet
 from tests.crosscheck.conftest import run_original
 from utils.distributed import init_environment
 from utils.optim import segmenter_optimizer
