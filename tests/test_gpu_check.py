@@ -267,18 +267,19 @@ def test_profile_summary_merges_a_parts_host_range_with_its_gpu_span():
 
 def test_original_flag_adds_the_original_step_and_is_checked(tmp_path, capsys):
     """--original: a folder without train_s4GAN.py is a usage error naming it; a checkout adds the
-    original's fp32 step after our training rows (its run: tests/crosscheck/test_timing.py)."""
+    original's fp32 step after the rows of this project, before torch.compile (its run:
+    tests/crosscheck/test_timing.py)."""
     with pytest.raises(SystemExit) as exc:
         gpu_check.parse(["--out", str(tmp_path / "out"), "--original", str(tmp_path)])
     assert exc.value.code == 2 and f"--original {tmp_path}: no train_s4GAN.py there" in capsys.readouterr().err
     (tmp_path / "train_s4GAN.py").write_text("")
-    args = gpu_check.parse(["--out", str(tmp_path / "out"), "--original", str(tmp_path), "--steps", "train"])
+    args = gpu_check.parse(["--out", str(tmp_path / "out"), "--original", str(tmp_path), "--steps", "train,profile,compile"])
     check = gpu_check.Check(args, [])
     check.cleanup()
     check.device = "cuda"
     plan = check.plan()
-    assert [r[0] for r in plan] == TRAIN_KEYS + ["original-fp32"]
-    key, label, kind, script, argv, one, limit = plan[-1]
+    assert [r[0] for r in plan] == TRAIN_KEYS + ["profile", "original-fp32", "s4gan-bf16-cl-compile"]
+    key, label, kind, script, argv, one, limit = plan[-2]
     assert (kind, script, one, limit) == ("original", "train_s4GAN.py", "off,0", "original")
     assert argv[argv.index("--original") + 1] == str(tmp_path) and argv[argv.index("--batch-size") + 1] == "8"
 
