@@ -189,7 +189,7 @@ def child_original(argv):
 def original_row(argv):
     """The authors' train_s4GAN.py loop timed on this machine's device, in fp32 (their code has no
     AMP), through tests/crosscheck/driver.py (which lets their code run on today's PyTorch; its
-    .cuda() calls stay real on a GPU). The same batch from the benchmarks' data is served to their
+    transfers to the GPU stay real there). The same batch from the benchmarks' data is served to their
     three loaders at every iteration, so no loading is timed; S's update is a per-tensor loop as
     PyTorch 0.4's SGD ran it. Median seconds between iteration starts (device synchronised) over
     --iters after --warmup; the last iteration (it saves a checkpoint) is not timed."""
