@@ -200,6 +200,7 @@ def original_row(argv):
     sys.path[:0] = [ROOT, BENCH_DIR]
     from common import device_name, median
     from data.voc import VOCSegmentation
+    from tests.crosscheck.common import call_driver
     from utils.distributed import choose_device
     p = argparse.ArgumentParser()
     for name in ("--batch-size", "--crop", "--iters", "--warmup"):
@@ -218,19 +219,12 @@ def original_row(argv):
     steps = args.warmup + args.iters + 1
     with tempfile.TemporaryDirectory(prefix="gpu_check_original_") as work:
         torch.save({}, os.path.join(work, "none.pth"))  # their initial weights stay (the time does not depend on them)
-        spec = {"argv": ["--dataset", "pascal_voc", "--data-dir", args.data_dir, "--data-list", train_list,
-                         "--batch-size", args.batch_size, "--input-size", f"{args.crop},{args.crop}",
-                         "--num-steps", steps, "--save-pred-every", 10**9, "--restore-from",
-                         os.path.join(work, "none.pth"), "--checkpoint-dir", os.path.join(work, "checkpoints")],
-                "batch": batch, "num_steps": steps, "cuda": device.type == "cuda", "workdir": work,
-                "threads": torch.get_num_threads()}
-        torch.save(spec, os.path.join(work, "in.pt"))
-        proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "crosscheck", "driver.py"), args.original,
-                               "s4gan_timed", os.path.join(work, "in.pt"), os.path.join(work, "out.pt")],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"the original's loop failed: {proc.stderr.strip()[-500:]}")
-        out = torch.load(os.path.join(work, "out.pt"), weights_only=False)
+        out = call_driver(args.original, "s4gan_timed", {
+            "argv": ["--dataset", "pascal_voc", "--data-dir", args.data_dir, "--data-list", train_list,
+                     "--batch-size", args.batch_size, "--input-size", f"{args.crop},{args.crop}", "--num-steps", steps,
+                     "--save-pred-every", 10**9, "--restore-from", os.path.join(work, "none.pth"),
+                     "--checkpoint-dir", os.path.join(work, "checkpoints")],
+            "batch": batch, "num_steps": steps, "cuda": device.type == "cuda", "workdir": work}, work)
     durations = np.diff(out["starts"])[args.warmup:args.warmup + args.iters]
     sec = median(list(durations))
     return {"bench": "original", "script": "train_s4GAN.py", "device": device_name(device), "torch": torch.__version__,

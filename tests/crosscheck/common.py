@@ -2,6 +2,8 @@
 import json
 import os
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import torch
@@ -11,6 +13,40 @@ from data.cityscapes import VALID_LABEL_IDS, VOID_LABEL_IDS
 from data.context import map_category_ids
 from tests.context_fixture import label_map
 from tests.voc_fixture import make_voc
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class DriverFailed(RuntimeError):
+    pass
+
+
+def call_driver(checkout, task, spec, folder, timeout=3600):
+    """Run one task of driver.py on the checkout, in its own process with this one's thread count;
+    returns what it recorded (DriverFailed with the end of its stderr when it fails)."""
+    os.makedirs(folder, exist_ok=True)
+    in_path, out_path = os.path.join(folder, f"{task}.in.pt"), os.path.join(folder, f"{task}.out.pt")
+    torch.save(portable({"threads": torch.get_num_threads(), **spec}), in_path)
+    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()), PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, os.path.join(HERE, "driver.py"), checkout, task, in_path, out_path],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+    if proc.returncode != 0:
+        raise DriverFailed(f"the original's code failed in task {task}:\n{proc.stderr[-4000:]}")
+    result = torch.load(out_path, weights_only=False)
+    os.remove(out_path)
+    return result
+
+
+def portable(obj):
+    """Named tuples (draws.Draw) as plain tuples: the driver cannot import this package."""
+    if isinstance(obj, tuple):
+        return tuple(portable(o) for o in obj)
+    if isinstance(obj, list):
+        return [portable(o) for o in obj]
+    if isinstance(obj, dict):
+        return {k: portable(v) for k, v in obj.items()}
+    return obj
+
 
 # VOC: training images larger and smaller than the 321 crop (both paths: crop, and pad then crop);
 # validation images up to 500 px, as VOC's (the evaluation pads them to 505). Each training image has

@@ -10,13 +10,12 @@ the worst difference) to the table printed at the end and written to .pytest_cac
 import datetime
 import os
 import subprocess
-import sys
 
 import pytest
 import torch
 
 from data.context_prepare import prepare
-from tests.crosscheck.common import make_city_data, make_context_data, make_voc_data
+from tests.crosscheck.common import DriverFailed, call_driver, make_city_data, make_context_data, make_voc_data
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROWS = []
@@ -61,28 +60,10 @@ def original(request):
 
 def run_original(checkout, task, spec, folder, timeout=3600):
     """Run one task of driver.py on the checkout; returns what it recorded."""
-    os.makedirs(folder, exist_ok=True)
-    in_path, out_path = os.path.join(folder, f"{task}.in.pt"), os.path.join(folder, f"{task}.out.pt")
-    torch.save(portable({"threads": torch.get_num_threads(), **spec}), in_path)
-    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()), PYTHONWARNINGS="ignore")
-    proc = subprocess.run([sys.executable, os.path.join(HERE, "driver.py"), checkout, task, in_path, out_path],
-                          capture_output=True, text=True, timeout=timeout, env=env)
-    if proc.returncode != 0:
-        pytest.fail(f"the original's code failed in task {task}:\n{proc.stderr[-4000:]}")
-    result = torch.load(out_path, weights_only=False)
-    os.remove(out_path)
-    return result
-
-
-def portable(obj):
-    """Named tuples (draws.Draw) as plain tuples: the driver cannot import this package."""
-    if isinstance(obj, tuple):
-        return tuple(portable(o) for o in obj)
-    if isinstance(obj, list):
-        return [portable(o) for o in obj]
-    if isinstance(obj, dict):
-        return {k: portable(v) for k, v in obj.items()}
-    return obj
+    try:
+        return call_driver(checkout, task, spec, folder, timeout)
+    except DriverFailed as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture
