@@ -161,6 +161,44 @@ def test_full_disk_or_io_error_while_saving(voc_root, tmp_path, capsys, referenc
     assert_identical(final_files(ckpt, 6), reference)
 
 
+def limit_file_size(limit):
+    """For a child process: writes past `limit` bytes fail in the kernel (EFBIG), as on a full disk."""
+    def set_limit():
+        import resource
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills the writer
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return set_limit
+
+
+def test_a_write_that_fails_in_the_kernel_is_one_line(voc_root, tmp_path, reference):
+    """A real failing write (not an injected exception): torch.save itself reports it only as
+    'unexpected pos'. The process exits 2 with one line naming the file, the cause and the folder,
+    no temporary file is left, the state saved before is intact, and --resume auto ends bit-identical."""
+    ckpt = tmp_path / "ck"
+
+    def stop():
+        raise RuntimeError("stop")
+
+    checkpoint.set_fault(fault_at("written", stop, nth=2))  # stop at the second state save
+    try:
+        with pytest.raises(RuntimeError):
+            train_s4GAN.main(s4gan_flags(voc_root, ckpt, *STEPS))
+    finally:
+        checkpoint.set_fault(None)
+    assert loadable(ckpt / "latest.pth")["iteration"] == 3
+    proc = subprocess.run([sys.executable, "train_s4GAN.py", *s4gan_flags(voc_root, ckpt, *STEPS, "--resume", "auto")],
+                          cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="2"), capture_output=True, text=True,
+                          timeout=300, preexec_fn=limit_file_size(2**20))  # every weights file is larger
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0].startswith(f"error: cannot write {ckpt / 'VOC_4.pth'}: {os.strerror(errno.EFBIG)} (in {ckpt}"), lines
+    assert "unexpected pos" not in lines[0] and "--resume auto" in lines[0]
+    assert not [n for n in os.listdir(ckpt) if n.startswith(".tmp-")]
+    assert loadable(ckpt / "latest.pth")["iteration"] == 3
+    assert run_main(train_s4GAN.main, s4gan_flags(voc_root, ckpt, *STEPS, "--resume", "auto"))[0] == 0
+    assert_identical(final_files(ckpt, 6), reference)
+
+
 def test_endurance_benchmark_in_small(tmp_path):
     """benchmarks/bench_endurance.py at a small size: a run stopped at random moments by SIGTERM and
     SIGKILL and resumed each time ends bit-identical to the uninterrupted one; memory is sampled."""

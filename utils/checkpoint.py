@@ -48,6 +48,8 @@ def _stage(stage, path):
 
 
 def _size(n):
+    if n >= 2**30:
+        return f"{n / 2**30:.1f} GB"
     return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n} bytes"
 
 
@@ -111,9 +113,34 @@ def tensor_bytes(obj):
     return 0
 
 
+class _WriteErrors:
+    """A file's write() that keeps the first OSError it raised. torch.save turns a failed write (a
+    full disk, a file-size limit) into RuntimeError('unexpected pos ...'), which names no cause."""
+
+    def __init__(self, f):
+        self.f = f
+        self.error = None
+
+    def write(self, data):
+        try:
+            return self.f.write(data)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def flush(self):
+        self.f.flush()
+
+
 def atomic_torch_save(obj, path, keep_previous=None):
     with atomic_open(path, size_hint=tensor_bytes(obj), keep_previous=keep_previous) as f:
-        torch.save(obj, f)
+        sink = _WriteErrors(f)
+        try:
+            torch.save(obj, sink)
+        except RuntimeError:
+            if sink.error is None:
+                raise
+            raise sink.error from None  # atomic_open makes it one line naming the folder and the space
 
 
 def remove_stale_temporaries(folder):
