@@ -24,6 +24,7 @@ from model import SEGMENTERS, build_segmenter
 from model.inference import fold_batch_norms
 from model.weights import load_exact, read_state_dict
 from utils.amp import Precision
+from utils.checkpoint import atomic_write_bytes, reported_writes
 from utils.distributed import init_environment
 from utils.errors import UserError, run_cli
 from utils.metrics import format_iou_table
@@ -83,14 +84,16 @@ class PredictionWriter:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         image = Image.fromarray(prediction.astype(np.uint8), mode="P")
         image.putpalette(self.palette.flatten().tolist())
-        image.save(path)
+        with reported_writes(path):
+            image.save(path)
         if len(self.kept) < self.montage_size:
             self.kept.append((index, prediction))
 
     def write_montage(self):
         if self.kept:
-            save_rgb(os.path.join(self.save_dir, "montage.png"),
-                     montage_of_predictions(self.dataset, self.palette, self.kept))
+            path = os.path.join(self.save_dir, "montage.png")
+            with reported_writes(path):
+                save_rgb(path, montage_of_predictions(self.dataset, self.palette, self.kept))
 
 
 def main(argv=None):
@@ -124,8 +127,8 @@ def main(argv=None):
         writer.write_montage()
     lines = format_iou_table(confusion, spec.class_names(args.num_classes, args.data_dir))
     print("\n".join(lines))
-    with open(os.path.join(args.save_dir, "result.txt"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    atomic_write_bytes(os.path.join(args.save_dir, "result.txt"), ("\n".join(lines) + "\n").encode(),
+                       advice="free some space and run again")
     print(f"evaluated {len(dataset)} images in {seconds:.1f} s ({1000 * seconds / max(1, len(dataset)):.0f} ms "
           f"per image, loading included)")
 

@@ -9,10 +9,12 @@ import pytest
 import torch
 
 import train_s4GAN
-from tests.helpers import ROOT, assert_identical, expect_error, run_main
+from model import build_segmenter
+from tests.helpers import ROOT, assert_identical, expect_error, run_main, tiny_eval_flags
 from tests.test_reliability import final_files, s4gan_flags
 from utils import checkpoint
 from utils.checkpoint import STAGES
+from utils.errors import run_cli
 
 STEPS = ["--num-steps", "6", "--save-pred-every", "2"]  # latest.pth after iterations 2 (next: 3), 4 (5), 5 (6)
 
@@ -197,6 +199,54 @@ def test_a_write_that_fails_in_the_kernel_is_one_line(voc_root, tmp_path, refere
     assert loadable(ckpt / "latest.pth")["iteration"] == 3
     assert run_main(train_s4GAN.main, s4gan_flags(voc_root, ckpt, *STEPS, "--resume", "auto"))[0] == 0
     assert_identical(final_files(ckpt, 6), reference)
+
+
+@pytest.mark.parametrize("images", [False, True], ids=["result.txt", "predictions"])
+def test_evaluate_on_a_full_disk_is_one_line(voc_root, tmp_path, images):
+    """evaluate.py's writes failing in the kernel: one line naming the file, exit 2, and no partial
+    file left (result.txt is written whole or not at all)."""
+    weights = tmp_path / "m.pth"
+    torch.save(build_segmenter("resnet18", 21).state_dict(), weights)
+    out = tmp_path / "out"
+    extra = ["--save-output-images"] if images else []
+    proc = subprocess.run([sys.executable, "evaluate.py", *tiny_eval_flags(voc_root, weights, out, *extra)], cwd=ROOT,
+                          env=dict(os.environ, OMP_NUM_THREADS="2"), capture_output=True, text=True, timeout=300,
+                          preexec_fn=limit_file_size(300))  # the table and every prediction PNG are larger
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
+    name = "2007_val_000.png" if images else "result.txt"
+    assert lines[0].startswith(f"error: cannot write {out / name}: {os.strerror(errno.EFBIG)} (in {out}"), lines
+    assert os.listdir(out) == []
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EFBIG])
+def test_any_other_write_on_a_full_disk_is_one_line(capsys, code):
+    """The backstop for writes without a message of their own (logs, TensorBoard): one line, exit 2;
+    an OSError of another kind keeps its traceback."""
+    def main(argv):
+        raise OSError(code, os.strerror(code), "/some/file")
+
+    with pytest.raises(SystemExit) as stop:
+        run_cli(main, [])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err == f"error: a write failed: {os.strerror(code)} (/some/file); free some space and run again\n"
+
+    def other(argv):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    with pytest.raises(PermissionError):
+        run_cli(other, [])
+
+
+def test_the_suite_refuses_to_start_without_the_disk_space_it_needs(tmp_path):
+    """Not a hundred failures when the disk is too full for the checkpoints: one line up front."""
+    env = dict(os.environ, SEMISUP_TESTS_NEED_GB="1e9")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp",
+                           str(tmp_path / "base"), "tests/test_structure.py"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2, proc.stdout[-2000:]
+    assert f"error: the tests need about 1000000000.0 GB free in {tmp_path}" in proc.stdout + proc.stderr
+    assert " passed" not in proc.stdout
 
 
 def test_endurance_benchmark_in_small(tmp_path):

@@ -22,6 +22,7 @@ from utils.errors import UserError
 
 STAGES = ("written", "flushed", "synced", "rotated", "renamed")
 TEMPORARY = re.compile(r"^\.tmp-[a-z0-9_]{8}-.+$")  # what atomic_open names its temporary files
+RESUME = "the previous files are intact: free some space and continue with --resume auto"
 _fault = None
 _writes = {}
 
@@ -54,12 +55,12 @@ def _size(n):
 
 
 @contextlib.contextmanager
-def atomic_open(path, size_hint=None, keep_previous=None):
+def atomic_open(path, size_hint=None, keep_previous=None, advice=RESUME):
     """Open a temporary file for writing; on success it replaces `path`, on failure it is removed.
 
     `keep_previous`: a path that the file being replaced moves to first (the previous generation).
     An OSError (a full disk, an I/O error) becomes one line naming the folder, the size needed and
-    the space free; the previous file stays as it was."""
+    the space free, then `advice`; the previous file stays as it was."""
     folder = os.path.dirname(os.path.abspath(path))
     _writes[path] = _writes.get(path, 0) + 1
     try:
@@ -86,19 +87,34 @@ def atomic_open(path, size_hint=None, keep_previous=None):
     except OSError as exc:
         _remove_quietly(tmp)
         needed = max(written, size_hint or 0)
-        try:
-            free = f", {_size(shutil.disk_usage(folder).free)} free"
-        except OSError:
-            free = ""
-        raise UserError(f"cannot write {path}: {exc.strerror or exc} (in {folder}: about {_size(needed)} needed{free}); "
-                        f"the previous files are intact: free some space and continue with --resume auto") from None
+        raise UserError(f"cannot write {path}: {exc.strerror or exc} (in {folder}: about {_size(needed)} needed"
+                        f"{_free(folder)}); {advice}") from None
     except BaseException:
         _remove_quietly(tmp)
         raise
 
 
-def atomic_write_bytes(path, data):
-    with atomic_open(path, size_hint=len(data)) as f:
+@contextlib.contextmanager
+def reported_writes(path):
+    """For outputs that are not training states (evaluate.py's predictions and result.txt): an
+    OSError while writing `path` becomes one line naming it and the space free in its folder."""
+    try:
+        yield
+    except OSError as exc:
+        _remove_quietly(path)  # what was written of it is not a whole file
+        folder = os.path.dirname(os.path.abspath(path))
+        raise UserError(f"cannot write {path}: {exc.strerror or exc} (in {folder}{_free(folder)})") from None
+
+
+def _free(folder):
+    try:
+        return f", {_size(shutil.disk_usage(folder).free)} free"
+    except OSError:
+        return ""
+
+
+def atomic_write_bytes(path, data, advice=RESUME):
+    with atomic_open(path, size_hint=len(data), advice=advice) as f:
         f.write(data)
 
 

@@ -1,6 +1,9 @@
 """User-facing errors: one line `error: ...` on stderr and exit status 2, never a traceback."""
 import argparse
+import errno
 import sys
+
+OUT_OF_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # a full disk, a quota, a file-size limit
 
 
 class UserError(Exception):
@@ -34,6 +37,12 @@ def run_cli(main, argv=None):
     except UserError as exc:
         print(f"{exc.prefix}{exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        if exc.errno not in OUT_OF_SPACE:  # checkpoints say more (utils/checkpoint.py); this is the rest
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: a write failed: {exc.strerror}{where}; free some space and run again", file=sys.stderr)
+        sys.exit(2)
     except RuntimeError as exc:
         from utils.distributed import lost_peer_message
         message = lost_peer_message(exc)
