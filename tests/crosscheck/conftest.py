@@ -94,7 +94,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     terminalreporter.write_sep("=", "crosscheck")
     for line in lines:
         terminalreporter.write_line(line)
-    folder = config.cache.mkdir("crosscheck") if config.cache is not None else None
+    cache = getattr(config, "cache", None)  # None under -p no:cacheprovider
+    folder = cache.mkdir("crosscheck") if cache is not None else None
     if folder is not None:
         path = os.path.join(str(folder), "crosscheck.md")
         with open(path, "w") as f:
