@@ -6,8 +6,6 @@ import pickle
 
 import numpy as np
 import pytest
-import torch
-from PIL import Image
 
 import evaluate
 import reproduce
@@ -35,9 +33,9 @@ def write_split(path, n):
 
 
 @pytest.fixture(scope="module")
-def earlier_run(voc_root, tmp_path_factory):
+def earlier_run(voc_root, module_tmp):
     """A checkpoint folder a finished s4GAN run left: every refused command below points at it."""
-    ckpt = tmp_path_factory.mktemp("earlier")
+    ckpt = module_tmp("earlier")
     argv = tiny_train_flags(voc_root, ckpt, "--num-steps", "2", "--save-pred-every", "1", "--labeled-ratio", "0.5")
     assert run_main(train_s4GAN.main, argv)[0] == 0
     return ckpt

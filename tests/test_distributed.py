@@ -94,8 +94,8 @@ def final_state(ckpt):
 
 
 @pytest.fixture(scope="module")
-def two_process_reference(voc_root, tmp_path_factory):
-    ckpt = tmp_path_factory.mktemp("ddp_reference")
+def two_process_reference(voc_root, module_tmp):
+    ckpt = module_tmp("ddp_reference")
     proc = torchrun("train_s4GAN.py", *two_process_flags(voc_root, ckpt))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return final_state(ckpt)

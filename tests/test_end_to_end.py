@@ -15,8 +15,8 @@ from tests.helpers import iou_output, run_main, run_subprocess, tiny_eval_flags,
 
 
 @pytest.fixture(scope="module")
-def s4gan_run(voc_root, tmp_path_factory):
-    ckpt = tmp_path_factory.mktemp("s4gan")
+def s4gan_run(voc_root, module_tmp):
+    ckpt = module_tmp("s4gan")
     argv = tiny_train_flags(voc_root, ckpt, "--num-steps", "3", "--save-pred-every", "1", "--labeled-ratio", "0.5",
                             "--log-every", "1")
     code, _, _ = run_main(train_s4GAN.main, argv)

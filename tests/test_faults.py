@@ -20,9 +20,9 @@ STEPS = ["--num-steps", "6", "--save-pred-every", "2"]  # latest.pth after itera
 
 
 @pytest.fixture(scope="module")
-def reference(voc_root, tmp_path_factory):
+def reference(voc_root, module_tmp):
     """The uninterrupted run."""
-    ckpt = tmp_path_factory.mktemp("reference")
+    ckpt = module_tmp("reference")
     assert run_main(train_s4GAN.main, s4gan_flags(voc_root, ckpt, *STEPS))[0] == 0
     return final_files(ckpt, 6)
 

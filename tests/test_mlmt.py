@@ -69,9 +69,9 @@ def final_state(out):
 
 
 @pytest.fixture(scope="module")
-def reference(voc, tmp_path_factory):
+def reference(voc, module_tmp):
     """An uninterrupted 2-epoch run (ResNet-18, 40x40 images, evaluation every epoch)."""
-    out = tmp_path_factory.mktemp("reference")
+    out = module_tmp("reference")
     code, _, _ = run_main(train_mlmt.main, mlmt_flags(voc, out))
     assert code == 0
     return out

@@ -33,9 +33,9 @@ def final_files(ckpt, steps):
 
 
 @pytest.fixture(scope="module")
-def reference_run(voc_root, tmp_path_factory):
+def reference_run(voc_root, module_tmp):
     """An uninterrupted 8-step s4GAN run."""
-    ckpt = tmp_path_factory.mktemp("reference")
+    ckpt = module_tmp("reference")
     code, _, _ = run_main(train_s4GAN.main, s4gan_flags(voc_root, ckpt, "--num-steps", "8", "--save-pred-every", "3"))
     assert code == 0
     return final_files(ckpt, 8)

@@ -27,9 +27,9 @@ def flags(city, tmp_path, *extra):
 
 
 @pytest.fixture(scope="module")
-def reference(city, tmp_path_factory):
+def reference(city, module_tmp):
     """An uninterrupted 4-step run (validated after iterations 0 and 2: the original's i % N == 0)."""
-    tmp_path = tmp_path_factory.mktemp("ref")
+    tmp_path = module_tmp("ref")
     code, _, _ = run_main(train_s4GAN_wrn38.main, flags(city, tmp_path, "--num-steps", "4", "--val-every", "2"))
     assert code == 0
     return tmp_path
