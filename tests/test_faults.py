@@ -14,7 +14,7 @@ from tests.helpers import ROOT, assert_identical, expect_error, run_main, tiny_e
 from tests.test_reliability import final_files, s4gan_flags
 from utils import checkpoint
 from utils.checkpoint import STAGES
-from utils.errors import run_cli
+from utils.errors import UserError, run_cli
 
 STEPS = ["--num-steps", "6", "--save-pred-every", "2"]  # latest.pth after iterations 2 (next: 3), 4 (5), 5 (6)
 
@@ -217,6 +217,18 @@ def test_evaluate_on_a_full_disk_is_one_line(voc_root, tmp_path, images):
     name = "2007_val_000.png" if images else "result.txt"
     assert lines[0].startswith(f"error: cannot write {out / name}: {os.strerror(errno.EFBIG)} (in {out}"), lines
     assert os.listdir(out) == []
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES])
+def test_a_failed_output_write_removes_only_a_partial_file(tmp_path, code):
+    """reported_writes: out of space, the file was truncated and is removed; a file that could not
+    be opened (no permission) is the user's and stays."""
+    path = tmp_path / "a.png"
+    path.write_bytes(b"the user's")
+    with pytest.raises(UserError, match=f"cannot write {path}: {os.strerror(code)}"):
+        with checkpoint.reported_writes(str(path)):
+            raise OSError(code, os.strerror(code))
+    assert path.exists() == (code == errno.EACCES)
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EFBIG])

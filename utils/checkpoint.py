@@ -18,7 +18,7 @@ import tempfile
 
 import torch
 
-from utils.errors import UserError
+from utils.errors import OUT_OF_SPACE, UserError
 
 STAGES = ("written", "flushed", "synced", "rotated", "renamed")
 TEMPORARY = re.compile(r"^\.tmp-[a-z0-9_]{8}-.+$")  # what atomic_open names its temporary files
@@ -101,7 +101,8 @@ def reported_writes(path):
     try:
         yield
     except OSError as exc:
-        _remove_quietly(path)  # what was written of it is not a whole file
+        if exc.errno in OUT_OF_SPACE:  # the file was opened (so truncated) and is not whole; a file
+            _remove_quietly(path)      # that could not be opened at all (EACCES, say) is left alone
         folder = os.path.dirname(os.path.abspath(path))
         raise UserError(f"cannot write {path}: {exc.strerror or exc} (in {folder}{_free(folder)})") from None
 
