@@ -1,7 +1,8 @@
 """Atomic file writes: write a temporary file in the same folder, flush, fsync, rename it over the
 target, fsync the folder. A crash or a full disk at any point leaves the previous file intact, never a
 truncated one; what a crash can leave is the temporary file (`.tmp-<8 characters>-<name>`), which
-`remove_stale_temporaries` clears when a run starts.
+`remove_stale_temporaries` clears when a run starts. Outputs that need not be atomic (evaluate.py's
+prediction PNGs) use `reported_writes`, which turns a failed write into the same kind of one line.
 
 Faults can be injected for tests: `set_fault(hook)` calls hook(stage, path) at each stage of a write
 (written, flushed, synced, rotated, renamed), and the environment variable
