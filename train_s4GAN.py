@@ -10,13 +10,11 @@ engine/run.py.
 """
 import sys
 
-import torch
-
 from engine import options
 from engine.run import TrainingRun
 from methods.s4gan import S4GANStep, add_s4gan_arguments
 from utils.errors import run_cli
-from utils.optim import segmenter_optimizer
+from utils.optim import discriminator_optimizer, segmenter_optimizer
 
 
 def get_args_parser():
@@ -42,7 +40,7 @@ def main(argv=None):
         model_d = run.distribute(model_d_without_ddp)
         optimizer = segmenter_optimizer(model_without_ddp, args.learning_rate, args.momentum, args.weight_decay,
                                         args.sgd_mode)
-        optimizer_d = torch.optim.Adam(model_d.parameters(), lr=args.learning_rate_D, betas=(0.9, 0.99))
+        optimizer_d = discriminator_optimizer(model_d, args.learning_rate_D, args.adam_mode)
         step = S4GANStep.from_args(args, model, model_d, optimizer, optimizer_d, run.precision, run.env.device)
         run.track(models={"model": model, "D": model_d}, optimizers={"S": optimizer, "D": optimizer_d},
                   base_lrs={"S": args.learning_rate, "D": args.learning_rate_D},

@@ -14,14 +14,12 @@ checkpoint kept as best.pth (chosen on the validation images: not a number to re
 import os
 import sys
 
-import torch
-
 from engine import options
 from engine.evaluator import Validator
 from engine.run import BestCheckpoint, TrainingRun
 from methods.s4gan import S4GANStep, add_s4gan_arguments
 from utils.errors import UserError, run_cli
-from utils.optim import segmenter_optimizer
+from utils.optim import discriminator_optimizer, segmenter_optimizer
 
 
 def get_args_parser():
@@ -49,7 +47,7 @@ def get_args_parser():
 
 
 def parse_args(argv=None):
-    args = options.check_train_args(get_args_parser().parse_args(argv), "train_s4GAN")
+    args = options.check_train_args(get_args_parser().parse_args(argv), "train_s4GAN_wrn38")
     for flag in ("batch_size_unlab", "val_every"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1")
@@ -73,7 +71,7 @@ def main(argv=None):
         model_d = run.distribute(model_d_without_ddp)
         optimizer = segmenter_optimizer(model_without_ddp, args.learning_rate, args.momentum, args.weight_decay,
                                         args.sgd_mode)
-        optimizer_d = torch.optim.Adam(model_d.parameters(), lr=args.learning_rate_D, betas=(0.9, 0.99))
+        optimizer_d = discriminator_optimizer(model_d, args.learning_rate_D, args.adam_mode)
         best = BestCheckpoint(os.path.join(args.checkpoint_dir, "best.pth"), run.env)
         step = S4GANStep.from_args(args, model, model_d, optimizer, optimizer_d, run.precision, run.env.device)
         run.track(models={"model": model, "D": model_d}, optimizers={"S": optimizer, "D": optimizer_d},

@@ -32,6 +32,10 @@ HARMLESS_FLAGS = {"num_workers", "device", "gpu", "log_every", "checkpoint_dir",
                   # where logs go and whether TensorBoard also gets them
                   "tensorboard", "out"}
 
+# Flags added to the trainers after runs may have begun, with the behaviour those runs had: a run
+# resumed from a state written before the flag existed continues as it began.
+BEFORE_THE_FLAG = {"adam_mode": "standard"}
+
 
 def ids_fingerprint(ids):
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
@@ -136,7 +140,13 @@ def read_training_state(args, world_size, say=print):
             state = load_state(path)
         except DamagedState as exc:
             raise UserError(f"--resume {path}: {exc}") from None
-    saved, current = state["args"], {k: _plain(v) for k, v in vars(args).items()}
+    saved = state["args"]
+    for name, value in BEFORE_THE_FLAG.items():
+        if name not in saved and getattr(args, name, value) != value:
+            say(f"note: {path} was written before --{name.replace('_', '-')} existed: the run continues with "
+                f"--{name.replace('_', '-')} {value}, as it began")
+            setattr(args, name, value)
+    current = {k: _plain(v) for k, v in vars(args).items()}
     differences = [f"--{k.replace('_', '-')} {saved.get(k)!r} -> {current.get(k)!r}"
                    for k in sorted(set(saved) & set(current))  # flags added or removed since the run began are not compared
                    if k not in HARMLESS_FLAGS and saved.get(k) != current.get(k)]

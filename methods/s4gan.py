@@ -32,6 +32,10 @@ def add_s4gan_arguments(parser):
     s4gan.add_argument("--threshold-st", type=float, default=0.6,
                        help="D score above which an unlabeled image is self-trained (0.6 VOC/Context, 0.7 Cityscapes)")
     s4gan.add_argument("--learning-rate-D", type=float, default=1e-4, help="Adam learning rate of the discriminator")
+    s4gan.add_argument("--adam-mode", default=None, choices=("legacy", "standard"),
+                       help="[new] the discriminator's Adam: legacy = PyTorch 0.4's (eps added before the bias "
+                            "correction; train_s4GAN.py's original), standard = today's (the WRN-38 trainer's "
+                            "original) (default: from --fidelity and the script)")
     s4gan.add_argument("--restore-from-D", default=None, help="initial discriminator weights")
     s4gan.add_argument("--d-real-norm", default=None, choices=("labeled", "own"),
                        help="[new] scale the image of D's real input by the labeled CE batch's range (labeled, "

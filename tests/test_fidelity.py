@@ -12,28 +12,14 @@ from data.transforms import context_train_normalization
 from engine.evaluator import MLMTFusion
 from methods.s4gan import S4GANStep
 from model import build_discriminator, build_segmenter
+from tests.crosscheck.old_optim import SGD041, Adam041
 from tests.helpers import expect_error, run_main, tiny_eval_flags, tiny_train_flags
 from utils.amp import Precision
-from utils.optim import LegacySGD, segmenter_optimizer
+from utils.optim import LegacyAdam, LegacySGD, segmenter_optimizer
 
 
 # ---------------------------------------------------------------- legacy SGD vs PyTorch 0.4's loop
-
-def sgd04_step(entries, lr, momentum, weight_decay, buffers):
-    """PyTorch 0.4's SGD.step over a list that may repeat tensors, re-stated line by line."""
-    for p in entries:
-        d_p = p.grad
-        if weight_decay != 0:
-            d_p.add_(p, alpha=weight_decay)
-        key = id(p)
-        if key not in buffers:
-            buf = buffers[key] = torch.zeros_like(p)
-            buf.mul_(momentum).add_(d_p)
-        else:
-            buf = buffers[key]
-            buf.mul_(momentum).add_(d_p, alpha=1.0)
-        p.add_(buf, alpha=-lr)
-
+# (the 0.4 rule: tests/crosscheck/old_optim.py SGD041, checked on hand-worked values in test_old_optim.py)
 
 def loss_of(params, x):
     return sum(((p * x[: p.numel()].view_as(p)).sin() * (k + 1)).sum() + (p ** 2).sum() for k, p in enumerate(params))
@@ -47,23 +33,44 @@ def test_legacy_sgd_equals_pytorch04_over_many_steps():
     # multiplicities 1, 3 and 4, interleaved in list order as the original's walk produced them
     ref_list = [ref[0], ref[1], ref[2], ref[1], ref[2], ref[1], ref[2], ref[2]]
     opt = LegacySGD([{"params": ours, "multiplicity": [1, 3, 4]}], lr=0.01, momentum=0.9, weight_decay=5e-4)
-    buffers = {}
+    opt_ref = SGD041([{"params": ref_list}], lr=0.01, momentum=0.9, weight_decay=5e-4)
     for step in range(60):
         x = torch.randn(12, generator=torch.Generator().manual_seed(step))
         lr = 0.01 * (1 - step / 60) ** 0.9
-        for group in opt.param_groups:
+        for group in opt.param_groups + opt_ref.param_groups:
             group["lr"] = lr
         opt.zero_grad(set_to_none=True)
         loss_of(ours, x).backward()
         opt.step()
-        for p in ref:
-            p.grad = None
+        opt_ref.zero_grad()
         loss_of(ref, x).backward()
-        with torch.no_grad():
-            sgd04_step(ref_list, lr, 0.9, 5e-4, buffers)
+        opt_ref.step()
     for a, b in zip(ours, ref):
         assert torch.equal(a, b)
     assert not torch.equal(ours[1], init[1])
+
+
+def test_legacy_adam_equals_pytorch04_and_differs_from_todays_where_gradients_are_small():
+    """LegacyAdam (D's optimizer under the original profile) against PyTorch 0.4's Adam (old_optim.Adam041,
+    checked on hand-worked values): the same bits over 60 steps; today's Adam moves a tensor whose
+    gradients are near eps differently in the first steps, and the others alike."""
+    torch.manual_seed(0)
+    init = [torch.randn(5), torch.randn(3, 4), torch.randn(2, 2, 3)]
+    runs = {}
+    for rule in (LegacyAdam, Adam041, torch.optim.Adam):
+        params = [t.clone().requires_grad_() for t in init]
+        opt = rule(params, lr=1e-3, betas=(0.9, 0.99))
+        for step in range(60):
+            x = torch.randn(12, generator=torch.Generator().manual_seed(step))
+            opt.zero_grad()
+            (loss_of(params[:2], x) + 1e-8 * loss_of(params[2:], x)).backward()  # the last: gradients ~1e-8
+            opt.step()
+        runs[rule] = params
+    assert all(torch.equal(a, b) for a, b in zip(runs[LegacyAdam], runs[Adam041]))
+    today = runs[torch.optim.Adam]
+    change = [(a - i).norm() / (b - i).norm() for a, b, i in zip(runs[LegacyAdam], today, init)]
+    assert abs(change[0] - 1) < 1e-3 and abs(change[1] - 1) < 1e-3  # gradients >> eps: alike
+    assert change[2] < 0.9  # gradients ~eps: 0.4's larger effective eps moves it less
 
 
 def legacy_runs(device, momentum, decay, steps=20):
@@ -306,3 +313,16 @@ def test_both_profiles_train_and_evaluate(voc_root, tmp_path, capsys):
     # evaluating the fixed (4-branch) run with the original profile would silently be wrong: refused
     expect_error(evaluate.main, tiny_eval_flags(voc_root, tmp_path / "fixed" / "VOC_2.pth", tmp_path / "r"), capsys,
                  "--aspp-branches 2", "--aspp-branches 4")
+
+
+def test_a_run_begun_before_adam_mode_existed_resumes_with_todays_adam(tmp_path):
+    """D's optimizer was today's Adam before --adam-mode; such a run continues with it (a note), while a
+    fresh run of train_s4GAN.py uses PyTorch 0.4's under the original profile."""
+    from engine.state import read_training_state
+    args = train_s4GAN.parse_args(["--checkpoint-dir", str(tmp_path), "--resume", "auto"])
+    assert args.adam_mode == "legacy"
+    saved = {k: list(v) if isinstance(v, tuple) else v for k, v in vars(args).items() if k != "adam_mode"}
+    torch.save({"format": "semisup-seg-training-state-1", "args": saved, "world_size": 1}, tmp_path / "latest.pth")
+    notes = []
+    read_training_state(args, 1, say=notes.append)
+    assert args.adam_mode == "standard" and "before --adam-mode existed" in notes[0]

@@ -1,4 +1,6 @@
-"""Optimizers of the segmenter: standard SGD, or the original's duplicated-list SGD (legacy)."""
+"""The optimizers: the segmenter's SGD (standard, or the original's duplicated lists as PyTorch 0.4 applied
+them: legacy) and the discriminator's Adam (today's, or PyTorch 0.4's: legacy)."""
+import math
 import warnings
 
 import torch
@@ -107,3 +109,57 @@ def segmenter_optimizer(model, lr, momentum, weight_decay, mode):
             return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=False)
     groups[0]["multiplicity"] = model.legacy_multiplicities()
     return LegacySGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+class LegacyAdam(Optimizer):
+    """Adam as PyTorch 0.4 applied it (docs/original.md, "The discriminator's Adam"): with t the
+    tensor's step count,
+
+        m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2
+        p -= lr sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + eps)
+
+    Releases from 1.6 on (torch.optim.Adam today) divide sqrt(v) by sqrt(1 - beta2^t) before adding
+    eps, so in the first few hundred steps eps weighs up to 1 / sqrt(1 - beta2) times more here
+    (10x at beta2 = 0.99): tensors with gradients near eps move differently. Multi-tensor (foreach)
+    operations, the same arithmetic per element as the per-tensor rule. The state has torch.optim.Adam's
+    keys, so either loads the other's."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            (beta1, beta2), states = group["betas"], [self.state[p] for p in params]
+            for p, state in zip(params, states):
+                if not state:
+                    state.update(step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+                state["step"] = int(state["step"]) + 1
+            grads = [p.grad for p in params]
+            exp_avgs, exp_avg_sqs = [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]
+            torch._foreach_mul_(exp_avgs, beta1)
+            torch._foreach_add_(exp_avgs, grads, alpha=1 - beta1)
+            torch._foreach_mul_(exp_avg_sqs, beta2)
+            torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
+            denominators = torch._foreach_sqrt(exp_avg_sqs)
+            torch._foreach_add_(denominators, group["eps"])
+            steps = [-group["lr"] * math.sqrt(1 - beta2 ** s["step"]) / (1 - beta1 ** s["step"]) for s in states]
+            torch._foreach_addcdiv_(params, exp_avgs, denominators, steps)
+        return loss
+
+
+def discriminator_optimizer(model_d, lr, mode):
+    """D's Adam (betas 0.9, 0.99, as the original): `legacy` is PyTorch 0.4's rule (the DeepLabv2
+    trainer, 2019), `standard` today's torch.optim.Adam (the rule since PyTorch 1.6: the WRN-38 trainer, 2022)."""
+    if mode == "standard":
+        return torch.optim.Adam(model_d.parameters(), lr=lr, betas=(0.9, 0.99))
+    if mode != "legacy":
+        raise ValueError(f"unknown Adam mode {mode!r}")
+    return LegacyAdam(model_d.parameters(), lr=lr, betas=(0.9, 0.99))

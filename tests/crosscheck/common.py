@@ -103,11 +103,12 @@ def blocks(rng, h, w, values, cells=(8, 16)):
     return grid.repeat(h // cells[0], 0).repeat(w // cells[1], 1)
 
 
-def make_city_data(root, seed=0):
-    """leftImg8bit/ and gtFine_trainvaltest/gtFine/ (the original's layout) at 2048x1024."""
+def make_city_data(root, seed=0, val=CITY_VAL):
+    """leftImg8bit/ and gtFine_trainvaltest/gtFine/ (the original's layout) at 2048x1024; `val`: the
+    number of validation images per city."""
     rng = np.random.default_rng(seed)
     h, w = CITY_SIZE
-    for split, cities in (("train", CITY_TRAIN), ("val", CITY_VAL)):
+    for split, cities in (("train", CITY_TRAIN), ("val", val)):
         for city, count in cities.items():
             for folder in ("leftImg8bit", os.path.join("gtFine_trainvaltest", "gtFine")):
                 os.makedirs(os.path.join(root, folder, split, city), exist_ok=True)
@@ -202,6 +203,25 @@ def worst_of(ours, theirs, measure=relative):
     values = {k: measure(ours[k], theirs[k]) for k in ours}
     key = max(values, key=values.get) if values else None
     return (values[key] if key else 0.0), key
+
+
+def norm_relative(a, b):
+    """||a - b|| / ||b||: a difference relative to the size of the tensor it is compared with."""
+    a, b = as_array(a), as_array(b)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    scale = float(np.linalg.norm(b))
+    diff = float(np.linalg.norm(a - b))
+    return diff / scale if scale > 0 else diff
+
+
+def change_difference(ours, theirs):
+    """Per tensor, the change one optimizer step made on our side against the original's:
+    ||(after - before)_ours - (after - before)_theirs|| / ||(after - before)_theirs||. Returns
+    (worst value, its tensor)."""
+    changes = {}
+    for side, entry in (("ours", ours), ("theirs", theirs)):
+        changes[side] = {k: as_array(entry["after"][k]) - as_array(entry["before"][k]) for k in entry["after"]}
+    return worst_of(changes["ours"], changes["theirs"], norm_relative)
 
 
 def fmt(value):

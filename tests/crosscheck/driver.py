@@ -21,6 +21,7 @@ import types
 import numpy as np
 import torch
 
+import old_optim
 import shims
 from draws import DrawMismatch, ForcedDraws
 
@@ -50,17 +51,24 @@ def bare(state):
 # ------------------------------------------------------------------------------------------------
 # The loaders of a script: datasets and sampler indices recorded, batches served by the test
 
+REAL_DATALOADER = torch.utils.data.DataLoader  # a task may replace torch.utils.data.DataLoader by a Loaders'
+
+
 class Loaders:
     """Stands in for torch.utils.data's DataLoader and SubsetRandomSampler inside one script.
 
     Loaders are numbered in the order the script creates them (the s4GAN trainers: labeled,
     unlabeled, real, then validation). `passes[k]` is a list of passes for loader k, each a list
-    of batches: the n-th iter() over loader k yields pass n. Iterating a loader without passes
-    raises StopSetup (the script has built everything it builds before its loop)."""
+    of batches: the n-th iter() over loader k yields pass n. A loader in `real` is a real
+    DataLoader over the script's own dataset (validation). Iterating any other loader without
+    passes raises StopSetup (the script has built everything it builds before its loop).
+    Recorded per loader: its dataset, the keyword arguments it was created with (batch size,
+    shuffle, drop_last, sampler), and the iteration (`clock()`) of every iter() the script calls."""
 
-    def __init__(self, passes=None):
-        self.passes = passes or {}
+    def __init__(self, passes=None, real=(), clock=lambda: None):
+        self.passes, self.real, self.clock = passes or {}, set(real), clock
         self.datasets, self.sampler_indices, self.loader_samplers, self.batch_sizes = [], [], [], []
+        self.options, self.iter_calls = [], []
 
     def sampler(self, indices, *args, **kwargs):
         self.sampler_indices.append(np.asarray(indices).copy())
@@ -71,6 +79,13 @@ class Loaders:
         self.datasets.append(dataset)
         self.batch_sizes.append(batch_size)
         self.loader_samplers.append(sampler[1] if isinstance(sampler, tuple) else None)
+        self.options.append({"batch_size": batch_size, "shuffle": shuffle, "drop_last": kwargs.get("drop_last", False),
+                             "sampler": self.loader_samplers[-1]})
+        self.iter_calls.append([])
+        if number in self.real:
+            real = REAL_DATALOADER(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=kwargs.get("drop_last", False))
+            self.iter_calls[-1] = None
+            return real
         owner = self
 
         class Loader:
@@ -80,6 +95,7 @@ class Loaders:
                 passes = owner.passes.get(number)
                 if passes is None:
                     raise StopSetup(number)
+                owner.iter_calls[number].append(owner.clock())
                 Loader.served += 1
                 return iter(passes[Loader.served - 1])
 
@@ -92,6 +108,10 @@ class Loaders:
     def namespace(self):
         """What `from torch.utils import data` gives a script: data.DataLoader, data.sampler.SubsetRandomSampler."""
         return types.SimpleNamespace(DataLoader=self.loader, sampler=types.SimpleNamespace(SubsetRandomSampler=self.sampler))
+
+    def record(self):
+        return {"sampler_indices": self.sampler_indices, "loader_options": self.options,
+                "iter_calls": self.iter_calls}
 
 
 def run_until_loop(main):
@@ -243,57 +263,71 @@ class RegisteringDataParallel(torch.nn.DataParallel):
         WRAPPED.append(self)
 
 
-def parameter_names(wrapper):
-    return {id(p): name for name, p in wrapper.module.named_parameters()}
+def parameter_names(module):
+    return {id(p): name for name, p in module.named_parameters()}
 
 
-def recording_optimizer(base, log, names_of, apply_step):
-    """`base` whose step() records each parameter's gradient and the groups' learning rates (and,
-    when it applies the step, the parameters after it)."""
+def recording_optimizer(base, log, names_of):
+    """`base` whose step() records each parameter's gradient, how many times each tensor is listed in
+    the groups, the groups' learning rates, and the parameters before and after the step."""
 
     class Recording(base):
         def step(self, closure=None):
             names = names_of()
-            seen, grads = set(), {}
-            for group in self.param_groups:
-                for p in group["params"]:
-                    if id(p) not in seen and p.grad is not None:
-                        grads[names[id(p)]] = p.grad.detach().clone()
-                    seen.add(id(p))
+            listed = [p for g in self.param_groups for p in g["params"]]
             repeats = {}
-            for group in self.param_groups:
-                for p in group["params"]:
-                    repeats[names[id(p)]] = repeats.get(names[id(p)], 0) + 1
-            entry = {"lr": [g["lr"] for g in self.param_groups], "grads": grads, "repeats": repeats}
-            if apply_step:
-                super().step(closure)
-                entry["after"] = {names[id(p)]: p.detach().clone()
-                                  for g in self.param_groups for p in g["params"]}
+            for p in listed:
+                repeats[names[id(p)]] = repeats.get(names[id(p)], 0) + 1
+            entry = {"lr": [g["lr"] for g in self.param_groups], "repeats": repeats,
+                     "grads": {names[id(p)]: p.grad.detach().clone() for p in listed if p.grad is not None},
+                     "before": {names[id(p)]: p.detach().clone() for p in listed}}
+            super().step(closure)
+            entry["after"] = {names[id(p)]: p.detach().clone() for p in listed}
             log.append(entry)
 
     return Recording
 
 
-@task
-def s4gan(spec):
-    """Iterations of train_s4GAN.py / train_s4GAN_wrn38.py's loop on the test's batches.
+# The optimizers of the PyTorch the script was written for (old_optim.py), or today's.
+OPTIMIZERS = {"sgd041": old_optim.SGD041, "sgd1x": old_optim.SGD1x, "adam041": old_optim.Adam041,
+              "adam": torch.optim.Adam}
 
-    spec: script, argv, passes (the batches of loaders 0, 1, 2), rng_states (the global torch RNG
-    state at the start of each iteration on our side: the same dropout masks), start_states (optional,
-    {iteration: {'S': state, 'D': state}}: weights to start that iteration from), step_s (False: S's
-    gradients are recorded but its update is skipped; PyTorch 0.4's update over the repeated lists
-    cannot be run today). Returns one record per iteration: the values loss_calc returned (L_ce,
-    then L_st when it is used), find_good_maps' count and D scores, D's outputs of each call, the
-    tensors backward() was called on (L_S, L_D), each optimizer's gradients, learning rates and
-    parameters after its step; and the states of S and D before the first and after the last."""
+
+@task
+def train_loop(spec):
+    """Iterations of train_s4GAN.py, train_s4GAN_wrn38.py or train_full.py's loop on the test's batches.
+
+    spec: script, argv, passes (the batches of the training loaders: 0, 1, 2 for the s4GAN trainers,
+    0 for train_full), real_loaders (the loaders built for real: WRN-38 validation), rng_states (the
+    global torch RNG state at the start of each iteration on our side: the same dropout masks),
+    thresholds (optional: --threshold-st for each iteration, set in the script's args before it),
+    resync_s (optional: {iteration: S's state}: loaded into S at that iteration's start; D, the
+    optimizers' states and everything else follow the original's own run),
+    optimizers ({'S': rule, 'D': rule} from OPTIMIZERS: the SGD and Adam of the PyTorch the script
+    ran on). Returns one record per iteration: the values loss_calc returned (L_ce, then L_st when it
+    is used), the loss terms as main()'s locals held them when L_S.backward() was called,
+    find_good_maps' count, D scores and pseudo-labels, D's outputs of each call, the tensors
+    backward() was called on, each optimizer's step (gradients, listings, learning rates, parameters
+    before and after); the validations (iteration, the (ground truth, prediction) pairs given to the
+    metric, its printed table); the loaders' options and iter() calls; the states of S (and D) before
+    the first iteration and after the last; what main() printed."""
     torch.nn.DataParallel = RegisteringDataParallel
     mod = import_script(spec["script"], spec["argv"])
-    loaders = Loaders(spec["passes"])
-    mod.data = loaders.namespace()
-    iterations, record = [], {"validate_after": []}
+    s4gan = hasattr(mod, "find_good_maps")
+    created = []
+    if not s4gan:  # train_full.py: S is not wrapped in DataParallel
+        build = mod.Res_Deeplab
+        mod.Res_Deeplab = lambda *args, **kwargs: created.append(build(*args, **kwargs)) or created[-1]
+    iterations, record = [], {"validations": [], "scalars": []}
+
+    def model_s():
+        return WRAPPED[-2].module if s4gan else created[-1]
 
     def now():
-        return iterations[-1]
+        return iterations[-1] if iterations else {"iteration": None}
+
+    loaders = Loaders(spec["passes"], spec.get("real_loaders", ()), clock=lambda: now()["iteration"])
+    mod.data = loaders.namespace()
 
     class Log:  # what recording_optimizer appends to: the current iteration's entry
         def __init__(self, key):
@@ -303,56 +337,114 @@ def s4gan(spec):
             now()[self.key] = entry
 
     mod.optim = types.SimpleNamespace(
-        SGD=recording_optimizer(torch.optim.SGD, Log("sgd"), lambda: parameter_names(WRAPPED[-2]), spec["step_s"]),
-        Adam=recording_optimizer(torch.optim.Adam, Log("adam"), lambda: parameter_names(WRAPPED[-1]), True))
+        SGD=recording_optimizer(OPTIMIZERS[spec["optimizers"]["S"]], Log("sgd"), lambda: parameter_names(model_s())),
+        Adam=recording_optimizer(OPTIMIZERS[spec["optimizers"].get("D", "adam")], Log("adam"),
+                                 lambda: parameter_names(WRAPPED[-1].module)))
     adjust = mod.adjust_learning_rate
 
-    def adjust_learning_rate(optimizer, i_iter):  # the first thing of every iteration
+    def adjust_learning_rate(optimizer, i_iter):  # early in every iteration, before any batch is drawn
         if i_iter == 0:
-            record["initial"] = {"S": bare(WRAPPED[-2].state_dict()), "D": bare(WRAPPED[-1].state_dict())}
-        iterations.append({"iteration": i_iter, "loss_calc": [], "d_calls": [], "backward": []})
+            record["initial"] = states(model_s(), WRAPPED[-1] if s4gan else None)
+        iterations.append({"iteration": i_iter, "loss_calc": [], "d_calls": [], "backward": [], "locals": {}})
         torch.set_rng_state(spec["rng_states"][i_iter])
-        start = spec.get("start_states", {}).get(i_iter)
-        if start is not None:  # the iteration starts from our weights (and BN statistics)
-            WRAPPED[-2].module.load_state_dict(start["S"])
-            WRAPPED[-1].module.load_state_dict(start["D"])
+        if i_iter in spec.get("resync_s", {}):  # S's weights and BN statistics only (see the test)
+            model_s().load_state_dict(spec["resync_s"][i_iter])
+        if spec.get("thresholds"):
+            mod.args.threshold_st = spec["thresholds"][i_iter]
         return adjust(optimizer, i_iter)
 
     mod.adjust_learning_rate = adjust_learning_rate
     loss_calc = mod.loss_calc
     mod.loss_calc = lambda pred, label, gpu: _keep(now()["loss_calc"], loss_calc(pred, label, gpu))
-    find_good_maps = mod.find_good_maps
+    if s4gan:
+        find_good_maps = mod.find_good_maps
 
-    def find_good_maps_recorded(d_outs, pred_all):
-        result = find_good_maps(d_outs, pred_all)
-        now()["selected"] = {"count": result[2], "scores": d_outs.detach().clone()}
-        return result
+        def find_good_maps_recorded(d_outs, pred_all):
+            result = find_good_maps(d_outs, pred_all)
+            now()["selected"] = {"count": result[2], "scores": d_outs.detach().clone(),
+                                 "pseudo_labels": result[1].detach().clone() if result[2] else None}
+            return result
 
-    mod.find_good_maps = find_good_maps_recorded
-    if hasattr(mod, "validate"):  # its get_iou call has the wrong signature: record when it would run
-        mod.validate = lambda *args: (record["validate_after"].append(now()["iteration"]), (0.0, 0))[1]
-    real_forward = RegisteringDataParallel.forward
+        mod.find_good_maps = find_good_maps_recorded
+        real_forward = RegisteringDataParallel.forward
 
-    def forward_recorded(self, *inputs, **kwargs):
-        out = real_forward(self, *inputs, **kwargs)
-        if self is WRAPPED[-1]:
-            now()["d_calls"].append(tuple(o.detach().clone() for o in out))
-        return out
+        def forward_recorded(self, *inputs, **kwargs):
+            out = real_forward(self, *inputs, **kwargs)
+            if self is WRAPPED[-1]:
+                now()["d_calls"].append(tuple(o.detach().clone() for o in out))
+            return out
 
-    RegisteringDataParallel.forward = forward_recorded
-    stdout = run_recording_backward(mod.main, lambda loss: now()["backward"].append(loss))
-    record.update(iterations=iterations, stdout=stdout, sampler_indices=loaders.sampler_indices,
-                  final={"S": bare(WRAPPED[-2].state_dict()), "D": bare(WRAPPED[-1].state_dict())})
+        RegisteringDataParallel.forward = forward_recorded
+    if hasattr(mod, "validate"):
+        watch_validation(mod, record, now)
+
+    def on_backward(loss, caller):
+        entry = now()
+        if not entry["backward"]:  # L_S (or train_full's loss): the terms main() holds at that moment
+            entry["locals"] = {k: float(caller[k]) for k in ("loss_ce", "loss_fm", "loss_st", "loss")
+                               if k in caller and isinstance(caller[k], (torch.Tensor, float))}
+        entry["backward"].append(loss)
+
+    stdout = run_recording_backward(mod.main, on_backward)
+    record.update(iterations=iterations, stdout=stdout, final=states(model_s(), WRAPPED[-1] if s4gan else None),
+                  **loaders.record())
     return record
 
 
+def states(model_s, model_d):
+    out = {"S": bare(model_s.state_dict())}
+    if model_d is not None:
+        out["D"] = bare(model_d.state_dict())
+    return out
+
+
+def watch_validation(mod, record, now):
+    """train_s4GAN_wrn38.py's validate() runs for real on its own validation loader. Its call of the
+    metric passes the script's args first, which utils.metric.get_iou does not take (a TypeError that
+    stopped every run of the original at its first validation): the call is passed on without it, and
+    the (ground truth, prediction) pairs and the printed table are recorded. The TensorBoard writer
+    records the scalars instead of writing event files (get_iou returns nothing to log)."""
+    real_get_iou, real_validate = mod.get_iou, mod.validate
+    metric = importlib.import_module("utils.metric")
+    real_jaccard = metric.ConfusionMatrix.jaccard
+
+    def jaccard(self):
+        result = real_jaccard(self)
+        record["validations"][-1].update(miou=float(result[0]), iou=[float(v) for v in result[1]],
+                                         confusion=np.asarray(result[2]))
+        return result
+
+    metric.ConfusionMatrix.jaccard = jaccard
+
+    def get_iou(script_args, data_list, class_num, save_path=None):
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            result = real_get_iou(data_list, class_num, save_path)
+        record["validations"][-1].update(pairs=[(np.asarray(gt), np.asarray(pred)) for gt, pred in data_list],
+                                         printed=printed.getvalue(), save_path=save_path)
+        return result
+
+    def validate(*args):
+        record["validations"].append({"after": now()["iteration"]})
+        return real_validate(*args)
+
+    class Writer:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def add_scalar(self, tag, value, step):
+            record["scalars"].append((tag, value, step))
+
+    mod.get_iou, mod.validate, mod.SummaryWriter = get_iou, validate, Writer
+
+
 def run_recording_backward(main, on_backward):
-    """main(), each tensor that backward() is called on (the losses) passed to on_backward first;
-    returns what main printed."""
+    """main(), each tensor that backward() is called on (the losses) passed to on_backward first,
+    with the local variables of the function that called backward(); returns what main printed."""
     real_backward = torch.Tensor.backward
 
     def backward(self, *args, **kwargs):
-        on_backward(self.detach().clone())
+        on_backward(self.detach().clone(), sys._getframe(1).f_locals)
         return real_backward(self, *args, **kwargs)
 
     torch.Tensor.backward = backward
@@ -372,31 +464,40 @@ def _keep(log, value):
 
 @task
 def mlmt(spec):
-    """train_mlmt.py's epochs on the test's batches, from the test's initial student and teacher.
+    """train_mlmt.py's epochs on the test's batches, from the test's initial student and teacher,
+    its validations included (they write ./mlmt_output/<exp-name>/ under the working directory).
 
-    spec: argv, passes ({0: labeled passes, 1: unlabeled passes}, one pass per epoch), initial
-    ({'student': state, 'teacher': state}, bare keys)."""
+    spec: argv, passes ({0: labeled passes, 1: unlabeled passes}: the n-th iter() over a loader gets
+    pass n), initial ({'student': state, 'teacher': state}, bare keys), optimizer (an OPTIMIZERS
+    rule for the student's SGD). Records, per optimizer step: the losses, the learning rate, student
+    and teacher after the step and the EMA update; per epoch: the learning rate; the loaders'
+    options and iter() calls (the clock is the number of steps taken)."""
     import torchvision
     torch.nn.DataParallel = RegisteringDataParallel
     real_resnet101 = torchvision.models.resnet101
     torchvision.models.resnet101 = lambda pretrained=False, **kwargs: real_resnet101(weights=None)
     mod = import_script("train_mlmt", spec["argv"])
-    loaders = Loaders(spec["passes"])
+    loaders = Loaders(spec["passes"], real=(2,), clock=lambda: mod.global_step)
     torch.utils.data.DataLoader = loaders.loader
     mod.SubsetRandomSampler = loaders.sampler
-    record = {"epochs": [], "class_loss": [], "cons_loss": [], "backward": []}
-    real_train = mod.train
+    record = {"epochs": [], "steps": [], "class_loss": [], "cons_loss": [], "backward": []}
+    real_train, real_update = mod.train, mod.update_ema_variables
+    rule = OPTIMIZERS[spec.get("optimizer", "sgd041")]
+    torch.optim.SGD = rule  # the script calls torch.optim.SGD(...); this process runs nothing else
 
     def train(trainloader_lab, trainloader_unlab, model, model_mt, optimizer, epoch):
         if epoch == 0:
             model.load_state_dict({"module." + k: v for k, v in spec["initial"]["student"].items()})
             model_mt.load_state_dict({"module." + k: v for k, v in spec["initial"]["teacher"].items()})
-        lr = optimizer.param_groups[0]["lr"]
+        record["epochs"].append({"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]})
         real_train(trainloader_lab, trainloader_unlab, model, model_mt, optimizer, epoch)
-        record["epochs"].append({"epoch": epoch, "lr": lr, "student": bare(model.state_dict()),
-                                 "teacher": bare(model_mt.state_dict())})
 
-    mod.train = train
+    def update_ema_variables(model, ema_model, alpha, global_step):
+        real_update(model, ema_model, alpha, global_step)
+        record["steps"].append({"global_step": global_step, "student": bare(model.state_dict()),
+                                "teacher": bare(ema_model.state_dict())})
+
+    mod.train, mod.update_ema_variables = train, update_ema_variables
     cosine_loss = mod.cosine_loss
     mod.cosine_loss = lambda p, q: _keep(record["cons_loss"], cosine_loss(p, q))
     real_bce = torch.nn.BCELoss
@@ -406,8 +507,8 @@ def mlmt(spec):
             return _keep(record["class_loss"], super().forward(*args))
 
     torch.nn.BCELoss = RecordingBCE
-    record["stdout"] = run_recording_backward(mod.main, record["backward"].append)
-    record["sampler_indices"] = loaders.sampler_indices
+    record["stdout"] = run_recording_backward(mod.main, lambda loss, caller: record["backward"].append(loss))
+    record.update(loaders.record())
     return record
 
 
@@ -437,10 +538,16 @@ def schedules(spec):
 def evaluate(spec):
     """evaluate.py's main() with spec['argv']: each image's (ground truth, prediction) as scored,
     the dataset's order, its ConfusionMatrix.jaccard() result, the printed output and result.txt;
-    and the dataset's items spec['items'] (indices, or Cityscapes frame names)."""
+    the dataset's items spec['items'] (indices, or Cityscapes frame names); with spec['logits'], the
+    segmenter's output for each image (a forward hook on every module of class 'ResNet', the
+    original's DeepLabv2)."""
     mod = importlib.import_module("evaluate")
     metric = importlib.import_module("utils.metric")
-    record = {}
+    record = {"logits": []}
+    if spec.get("logits"):
+        torch.nn.modules.module.register_module_forward_hook(
+            lambda module, inputs, output: record["logits"].append(output.detach().clone())
+            if type(module).__name__ == "ResNet" else None)
     real_loader = torch.utils.data.DataLoader
 
     def loader(dataset, *args, **kwargs):
@@ -542,6 +649,19 @@ def s4gan_timed(spec):
     return {"starts": starts, "stdout": stdout.getvalue()}
 
 
+def sorted_walk(top, *args, **kwargs):
+    """os.walk with each folder's entries in sorted order. The original's Cityscapes loader lists its
+    files in the order of an unsorted directory walk (the file system's), ours in sorted order: a
+    documented difference (docs/original.md, "Cityscapes"), set aside where a test compares what
+    comes after the order (which validation images come first in each batch)."""
+    for folder, dirs, files in REAL_WALK(top, *args, **kwargs):
+        dirs.sort()
+        yield folder, dirs, sorted(files)
+
+
+REAL_WALK = os.walk
+
+
 def main():
     checkout, name, in_path, out_path = sys.argv[1:5]
     spec = torch.load(in_path, weights_only=False)
@@ -550,6 +670,8 @@ def main():
     if spec.get("deterministic"):
         torch.use_deterministic_algorithms(True)
     os.chdir(spec.get("workdir", os.getcwd()))
+    if spec.get("sorted_walk"):  # the original's file lists in sorted order, as ours (see sorted_walk)
+        os.walk = sorted_walk
     result = TASKS[name](spec)
     torch.save(result, out_path)
 
