@@ -10,8 +10,7 @@ import torch
 from PIL import Image
 
 from data.cityscapes import VALID_LABEL_IDS, VOID_LABEL_IDS
-from data.context import map_category_ids
-from tests.context_fixture import label_map
+from data.context import CONTEXT_CATEGORY_IDS
 from tests.voc_fixture import make_voc
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -123,21 +122,28 @@ def make_city_data(root, seed=0, val=CITY_VAL):
 
 
 def make_context_data(root, seed=0):
-    """pcontext_dataset/ as the original reads it: JPEGImages/, the mask caches train.pth / val.pth
-    (id -> PIL mask of 0..59), and trainval_merged.json listing each split's images."""
+    """pcontext_dataset/ as the original reads it: JPEGImages/ and trainval_merged.json listing every
+    image (sorted by id, the two phases interleaved), with each image's annotation as the official
+    full-label release's trainval/<id>.mat (a LabelMap of the 60 category ids, 0 unlabeled), from which
+    the original's loader builds its own mask caches (train.pth, val.pth) the first time it runs; and
+    the official lists train.txt / val.txt (sorted), from which ours is prepared (form (b))."""
+    import scipy.io
     rng = np.random.default_rng(seed)
-    os.makedirs(os.path.join(root, "JPEGImages"), exist_ok=True)
+    for folder in ("JPEGImages", "trainval"):
+        os.makedirs(os.path.join(root, folder), exist_ok=True)
     images = []
     for split, items in (("train", CONTEXT_TRAIN), ("val", CONTEXT_VAL)):
-        masks = {}
         for name, (h, w) in items:
             Image.fromarray(smooth_image(rng, h, w)).save(os.path.join(root, "JPEGImages", name + ".jpg"), quality=95)
-            image_id = int(name.replace("_", ""))
-            masks[image_id] = Image.fromarray(map_category_ids(label_map(rng, h, w)))
-            images.append({"image_id": image_id, "file_name": name + ".jpg", "phase": split, "height": h, "width": w})
-        torch.save(masks, os.path.join(root, f"{split}.pth"))
+            cells = rng.integers(0, len(CONTEXT_CATEGORY_IDS), (12, 16))  # blocks of every class, and 0
+            ids = np.asarray(CONTEXT_CATEGORY_IDS)[cells.repeat(-(-h // 12), 0).repeat(-(-w // 16), 1)[:h, :w]]
+            scipy.io.savemat(os.path.join(root, "trainval", name + ".mat"), {"LabelMap": ids.astype(np.uint16)})
+            images.append({"image_id": int(name.replace("_", "")), "file_name": name + ".jpg", "phase": split,
+                           "height": h, "width": w})
+        with open(os.path.join(root, f"{split}.txt"), "w") as f:
+            f.writelines(name + "\n" for name, _ in sorted(items))
     with open(os.path.join(root, "trainval_merged.json"), "w") as f:
-        json.dump({"images": images}, f)
+        json.dump({"images": sorted(images, key=lambda image: image["image_id"])}, f)
     write_split(os.path.join(root, "split.pkl"), len(CONTEXT_TRAIN), seed=9)
     return root
 
@@ -214,14 +220,55 @@ def norm_relative(a, b):
     return diff / scale if scale > 0 else diff
 
 
-def change_difference(ours, theirs):
-    """Per tensor, the change one optimizer step made on our side against the original's:
-    ||(after - before)_ours - (after - before)_theirs|| / ||(after - before)_theirs||. Returns
-    (worst value, its tensor)."""
-    changes = {}
-    for side, entry in (("ours", ours), ("theirs", theirs)):
-        changes[side] = {k: as_array(entry["after"][k]) - as_array(entry["before"][k]) for k in entry["after"]}
-    return worst_of(changes["ours"], changes["theirs"], norm_relative)
+def change_difference(before, ours, theirs, listings, rtol):
+    """The change one optimizer step made to each tensor on our side against the original's:
+    d = ||(after - before)_ours - (after - before)_theirs|| / ||(after - before)_theirs||, each side from
+    its own `before` ({name: tensor} pair). A weight is float32: each of the `listings[name]` in-place
+    updates of a step rounds it to a representable value, and the two sides' roundings may differ by one
+    float32 step each time, so a tensor agrees when d <= rtol + listings * ||spacing(weight)|| / ||change||.
+    Returns (worst d, its tensor, whether every tensor agrees, how many agree only by that resolution)."""
+    worst, worst_key, ok, by_resolution = 0.0, None, True, 0
+    assert set(ours) == set(theirs), sorted(set(ours) ^ set(theirs))[:5]
+    for k in ours:
+        change_o = as_array(ours[k]) - as_array(before[0][k])
+        change_t = as_array(theirs[k]) - as_array(before[1][k])
+        scale = float(np.linalg.norm(change_t))
+        diff = float(np.linalg.norm(change_o - change_t))
+        d = diff / scale if scale > 0 else diff
+        resolution = listings[k] * float(np.linalg.norm(np.spacing(np.abs(as_array(theirs[k])).astype(np.float32))))
+        ok = ok and diff <= rtol * scale + resolution
+        by_resolution += int(rtol * scale < diff <= rtol * scale + resolution)
+        if d > worst:
+            worst, worst_key = d, k
+    return worst, worst_key, ok, by_resolution
+
+
+def iou_lines(text):
+    """{class index: (name, value)} of 'class  i name IU v' lines, and the meanIOU value."""
+    rows, miou = {}, None
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and parts[0] == "class" and parts[-2] == "IU":
+            rows[int(parts[1])] = (" ".join(parts[2:-2]), parts[-1])
+        elif line.startswith("meanIOU:"):
+            miou = float(line.split(":")[1])
+    return rows, miou
+
+
+def result_txt_differences(ours, theirs, same_names):
+    """Ours writes each IoU with 4 decimals (n/a where undefined), the original with 2 (nan)."""
+    (ours_rows, ours_miou), (their_rows, their_miou) = iou_lines(ours), iou_lines(theirs)
+    out = [] if set(ours_rows) == set(their_rows) else [f"classes {sorted(ours_rows)} vs {sorted(their_rows)}"]
+    for i in sorted(set(ours_rows) & set(their_rows)):
+        (name, value), (their_name, their_value) = ours_rows[i], their_rows[i]
+        as_theirs = "nan" if value == "n/a" else f"{float(value):.2f}"
+        if as_theirs != their_value:
+            out.append(f"class {i}: {value} vs {their_value}")
+        if same_names and name != their_name.replace("_", " "):  # the original wrote traffic_light, ...
+            out.append(f"class {i} name {name!r} vs {their_name!r}")
+    if ours_miou is None or their_miou is None or abs(ours_miou - their_miou) > 1e-12:
+        out.append(f"meanIOU {ours_miou} vs {their_miou}")
+    return out
 
 
 def fmt(value):

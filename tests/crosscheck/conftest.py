@@ -5,10 +5,13 @@
 The authors' code runs in a process of its own (driver.py, with the compatibility shims of
 shims.py); nothing of it is copied here. Without a checkout every test in this folder skips with one
 line, and `make test` (CI) does not select them. Each check adds a row (pipeline, what was compared,
-the worst difference) to the table printed at the end and written to .pytest_cache/d/crosscheck/crosscheck.md.
+the worst difference) to the table printed at the end and written to .pytest_cache/d/crosscheck/crosscheck.md
+(and to the file SEMISUP_CROSSCHECK_REPORT names, if set).
 """
 import datetime
+import hashlib
 import os
+import shlex
 import subprocess
 
 import pytest
@@ -66,6 +69,18 @@ def run_original(checkout, task, spec, folder, timeout=3600):
         pytest.fail(str(exc))
 
 
+def with_our_flags(script, argv):
+    """`argv` for one of our scripts, plus the flags SEMISUP_CROSSCHECK_OURS gives our side only:
+    "FLAGS" for every script, or "SCRIPT: FLAGS; SCRIPT: FLAGS" (script names without .py). How the
+    demonstrations (demonstrate.py) make a deliberate difference of one kind."""
+    extra = []
+    for part in filter(None, (p.strip() for p in os.environ.get("SEMISUP_CROSSCHECK_OURS", "").split(";"))):
+        name, _, flags = part.rpartition(":") if ":" in part.split()[0] else ("", "", part)
+        if not name or name.strip() == script:
+            extra += shlex.split(flags)
+    return list(argv) + extra
+
+
 @pytest.fixture
 def report():
     """report(pipeline, compared, worst, ok): one row of the table."""
@@ -76,12 +91,26 @@ def report():
 
 
 def checkout_commit(config):
+    """The checkout's commit, or for a copy without git history a digest of its Python files."""
     path = config.getoption("--original") or os.environ.get("SEMISUP_ORIGINAL")
-    try:
-        return subprocess.run(["git", "-C", path, "log", "-1", "--format=%h (%cs)"], capture_output=True,
-                              text=True, timeout=10).stdout.strip() or "unknown"
-    except Exception:
-        return "unknown"
+    commit = ""
+    if os.path.exists(os.path.join(path, ".git")):  # its own history, not that of a folder around it
+        try:
+            commit = subprocess.run(["git", "-C", path, "log", "-1", "--format=%h (%cs)"], capture_output=True,
+                                    text=True, timeout=10).stdout.strip()
+        except Exception:
+            pass
+    return commit or f"(a copy without git history; its .py files' sha256 {source_digest(path)})"
+
+
+def source_digest(path):
+    h = hashlib.sha256()
+    for folder, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(f for f in files if f.endswith(".py")):
+            with open(os.path.join(folder, name), "rb") as f:
+                h.update(os.path.relpath(os.path.join(folder, name), path).encode() + b"\0" + f.read())
+    return h.hexdigest()[:12]
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -96,8 +125,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(line)
     cache = getattr(config, "cache", None)  # None under -p no:cacheprovider
     folder = cache.mkdir("crosscheck") if cache is not None else None
-    if folder is not None:
-        path = os.path.join(str(folder), "crosscheck.md")
+    paths = [os.path.join(str(folder), "crosscheck.md")] if folder is not None else []
+    paths += [os.environ["SEMISUP_CROSSCHECK_REPORT"]] if os.environ.get("SEMISUP_CROSSCHECK_REPORT") else []
+    for path in paths:
         with open(path, "w") as f:
             f.write("\n".join(lines) + "\n")
         terminalreporter.write_line(f"(also in {path})")

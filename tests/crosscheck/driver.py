@@ -202,8 +202,35 @@ def capture(spec):
              for number, wanted in spec.get("items", {}).items()}
     files = [getattr(d, "files", None) if isinstance(getattr(d, "files", None), dict) else None
              for d in loaders.datasets]
+    ids = [[i["file_name"] for i in d.ids] if isinstance(getattr(d, "ids", None), list) and d.ids and
+           isinstance(d.ids[0], dict) else None for d in loaders.datasets]  # PASCAL-Context: Detail's order
     return {"items": items, "sampler_indices": loaders.sampler_indices, "loader_samplers": loaders.loader_samplers,
-            "batch_sizes": loaders.batch_sizes, "files": files, "lengths": [len(d) for d in loaders.datasets]}
+            "batch_sizes": loaders.batch_sizes, "files": files, "ids": ids, "lengths": [len(d) for d in loaders.datasets]}
+
+
+@task
+def defaults(spec):
+    """Each original script's flags parsed from an empty command line (evaluate.py: its
+    get_arguments()): {script: {"values": vars(args), "options": {option string: dest}}}, the options
+    read from the parser the script built."""
+    import argparse
+    out, parsers = {}, []
+    real_parse = argparse.ArgumentParser.parse_args
+
+    def parse_args(self, *args, **kwargs):
+        parsers.append(self)
+        return real_parse(self, *args, **kwargs)
+
+    argparse.ArgumentParser.parse_args = parse_args
+    for script in spec["scripts"]:
+        if script == "evaluate":
+            sys.argv = ["evaluate.py"]
+            args = importlib.import_module("evaluate").get_arguments()
+        else:
+            args = import_script(script, []).args
+        options = {o: a.dest for a in parsers[-1]._actions for o in a.option_strings if o.startswith("--")}
+        out[script] = {"values": dict(vars(args)), "options": options}
+    return out
 
 
 @task
@@ -269,20 +296,23 @@ def parameter_names(module):
 
 def recording_optimizer(base, log, names_of):
     """`base` whose step() records each parameter's gradient, how many times each tensor is listed in
-    the groups, the groups' learning rates, and the parameters before and after the step."""
+    the groups, the groups' learning rates, and each tensor and its optimizer state after the step."""
 
     class Recording(base):
         def step(self, closure=None):
             names = names_of()
-            listed = [p for g in self.param_groups for p in g["params"]]
-            repeats = {}
-            for p in listed:
-                repeats[names[id(p)]] = repeats.get(names[id(p)], 0) + 1
+            repeats, unique = {}, {}
+            for g in self.param_groups:
+                for p in g["params"]:
+                    repeats[names[id(p)]] = repeats.get(names[id(p)], 0) + 1
+                    unique[names[id(p)]] = p
             entry = {"lr": [g["lr"] for g in self.param_groups], "repeats": repeats,
-                     "grads": {names[id(p)]: p.grad.detach().clone() for p in listed if p.grad is not None},
-                     "before": {names[id(p)]: p.detach().clone() for p in listed}}
+                     "grads": {n: p.grad.detach().clone() for n, p in unique.items() if p.grad is not None}}
             super().step(closure)
-            entry["after"] = {names[id(p)]: p.detach().clone() for p in listed}
+            entry["after"] = {n: p.detach().clone() for n, p in unique.items()}
+            entry["state"] = {n: {k: v.detach().clone() for k, v in self.state[p].items()
+                                  if isinstance(v, torch.Tensor) and v.dim()} for n, p in unique.items()
+                              if p in self.state}
             log.append(entry)
 
     return Recording
@@ -301,14 +331,17 @@ def train_loop(spec):
     0 for train_full), real_loaders (the loaders built for real: WRN-38 validation), rng_states (the
     global torch RNG state at the start of each iteration on our side: the same dropout masks),
     thresholds (optional: --threshold-st for each iteration, set in the script's args before it),
-    resync_s (optional: {iteration: S's state}: loaded into S at that iteration's start; D, the
-    optimizers' states and everything else follow the original's own run),
+    resync_s (optional: {iteration: our files of S's state at its start (our_start_state)}: loaded
+    into S at that iteration's start; D, the optimizers' states and everything else follow the
+    original's own run),
+    record_dir (where each iteration's whole-network tensors go: theirs_<i>.pt, named in the
+    iteration's record as 'file'; the optimizers' states only at iteration spec['state_at']),
     optimizers ({'S': rule, 'D': rule} from OPTIMIZERS: the SGD and Adam of the PyTorch the script
     ran on). Returns one record per iteration: the values loss_calc returned (L_ce, then L_st when it
     is used), the loss terms as main()'s locals held them when L_S.backward() was called,
     find_good_maps' count, D scores and pseudo-labels, D's outputs of each call, the tensors
-    backward() was called on, each optimizer's step (gradients, listings, learning rates, parameters
-    before and after); the validations (iteration, the (ground truth, prediction) pairs given to the
+    backward() was called on, each optimizer's step (listings and learning rates; its gradients,
+    parameters after it and the optimizer's state in the iteration's file); the validations (iteration, the (ground truth, prediction) pairs given to the
     metric, its printed table); the loaders' options and iter() calls; the states of S (and D) before
     the first iteration and after the last; what main() printed."""
     torch.nn.DataParallel = RegisteringDataParallel
@@ -329,11 +362,23 @@ def train_loop(spec):
     loaders = Loaders(spec["passes"], spec.get("real_loaders", ()), clock=lambda: now()["iteration"])
     mod.data = loaders.namespace()
 
+    heavy = {}  # the current iteration's whole-network tensors, saved to its own file (spec['record_dir'])
+
+    def flush():
+        if heavy:
+            path = os.path.join(spec["record_dir"], f"theirs_{now()['iteration']}.pt")
+            torch.save(dict(heavy), path)
+            now()["file"] = path
+            heavy.clear()
+
     class Log:  # what recording_optimizer appends to: the current iteration's entry
         def __init__(self, key):
             self.key = key
 
         def append(self, entry):
+            heavy[self.key] = {k: entry.pop(k) for k in ("grads", "after", "state")}
+            if now()["iteration"] != spec.get("state_at"):  # the optimizer's state: at one iteration only
+                del heavy[self.key]["state"]
             now()[self.key] = entry
 
     mod.optim = types.SimpleNamespace(
@@ -345,10 +390,11 @@ def train_loop(spec):
     def adjust_learning_rate(optimizer, i_iter):  # early in every iteration, before any batch is drawn
         if i_iter == 0:
             record["initial"] = states(model_s(), WRAPPED[-1] if s4gan else None)
+        flush()
         iterations.append({"iteration": i_iter, "loss_calc": [], "d_calls": [], "backward": [], "locals": {}})
         torch.set_rng_state(spec["rng_states"][i_iter])
         if i_iter in spec.get("resync_s", {}):  # S's weights and BN statistics only (see the test)
-            model_s().load_state_dict(spec["resync_s"][i_iter])
+            model_s().load_state_dict(our_start_state(spec["resync_s"][i_iter]))
         if spec.get("thresholds"):
             mod.args.threshold_st = spec["thresholds"][i_iter]
         return adjust(optimizer, i_iter)
@@ -386,9 +432,20 @@ def train_loop(spec):
         entry["backward"].append(loss)
 
     stdout = run_recording_backward(mod.main, on_backward)
+    flush()
     record.update(iterations=iterations, stdout=stdout, final=states(model_s(), WRAPPED[-1] if s4gan else None),
                   **loaders.record())
     return record
+
+
+def our_start_state(files):
+    """Our S at an iteration's start, from the test's files: the initial state ('initial'), the
+    parameters as our previous step left them ('previous': its record's sgd/after) and the buffers
+    saved at the start ('current': its record's buffers)."""
+    state = torch.load(files["initial"], weights_only=False)
+    state.update(torch.load(files["previous"], weights_only=False)["sgd"]["after"])
+    state.update(torch.load(files["current"], weights_only=False)["buffers"])
+    return state
 
 
 def states(model_s, model_d):
@@ -421,7 +478,9 @@ def watch_validation(mod, record, now):
         with contextlib.redirect_stdout(printed):
             result = real_get_iou(data_list, class_num, save_path)
         record["validations"][-1].update(pairs=[(np.asarray(gt), np.asarray(pred)) for gt, pred in data_list],
-                                         printed=printed.getvalue(), save_path=save_path)
+                                         printed=printed.getvalue())
+        with open(save_path) as f:
+            record["validations"][-1]["result_txt"] = f.read()
         return result
 
     def validate(*args):
@@ -590,50 +649,17 @@ def evaluate(spec):
     return record
 
 
-class PerTensorSGD:
-    """S's optimizer for `s4gan_timed` only: PyTorch 0.4's SGD (momentum, weight decay, no dampening)
-    applied by a loop over each group's tensors, repeats included, as the original ran it. Today's
-    torch.optim.SGD refuses the original's parameter lists (a parameter in two groups); these
-    updates are timed, never compared with anything."""
-
-    def __init__(self, groups, lr, momentum, weight_decay):
-        self.param_groups = [{"params": list(g["params"]), "lr": g.get("lr", lr)} for g in groups]
-        self.momentum, self.weight_decay, self.buffers = momentum, weight_decay, {}
-
-    def zero_grad(self):
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    p.grad.detach_()
-                    p.grad.zero_()
-
-    @torch.no_grad()
-    def step(self):
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                d_p = p.grad.add(p, alpha=self.weight_decay) if self.weight_decay else p.grad
-                if self.momentum:
-                    buf = self.buffers.get(p)
-                    if buf is None:
-                        buf = self.buffers[p] = d_p.clone()
-                    else:
-                        buf.mul_(self.momentum).add_(d_p)
-                    d_p = buf
-                p.add_(d_p, alpha=-group["lr"])
-
-
 @task
 def s4gan_timed(spec):
     """train_s4GAN.py's loop timed, on the device the spec names ('cuda': its .cuda() calls are
     real). spec: argv, batch (one collated batch, served to all three loaders at every iteration:
     no loading is timed). Returns the wall time at the start of each iteration (after the device
-    finished the previous one) and what the script printed. S's update is PerTensorSGD's."""
+    finished the previous one) and what the script printed. The optimizers are PyTorch 0.4's
+    (old_optim.py), the updates the original ran."""
     mod = import_script("train_s4GAN", spec["argv"])
     steps = spec["num_steps"]
     mod.data = Loaders({k: [[spec["batch"]] * steps] * 2 for k in range(3)}).namespace()
-    mod.optim = types.SimpleNamespace(SGD=PerTensorSGD, Adam=torch.optim.Adam)
+    mod.optim = types.SimpleNamespace(SGD=old_optim.SGD041, Adam=old_optim.Adam041)
     adjust, starts = mod.adjust_learning_rate, []
     synchronize = torch.cuda.synchronize if spec.get("cuda") else (lambda: None)
 

@@ -2,6 +2,7 @@
 the trainer runs for real (main() with its flags), so that the original's loop can be given the same
 batches, random states and thresholds (driver.py `train_loop`, `mlmt`), and both sides compared."""
 import contextlib
+import os
 
 import numpy as np
 import torch
@@ -22,18 +23,26 @@ def clone(obj):
 
 def optimizer_entry(opt, names, apply):
     """Record one optimizer step: learning rates, how many times each tensor is listed (LegacySGD's
-    `multiplicity` counts as that many listings), gradients, parameters before and after."""
+    `multiplicity` counts as that many listings), gradients, parameters after the step and the
+    optimizer's state of each tensor (momentum buffer, Adam's moments)."""
     listed = [(p, k) for g in opt.param_groups
               for p, k in zip(g["params"], g.get("multiplicity") or [1] * len(g["params"]))]
-    repeats = {}
+    repeats, unique = {}, {}
     for p, k in listed:
         repeats[names[id(p)]] = repeats.get(names[id(p)], 0) + k
+        unique[names[id(p)]] = p
     entry = {"lr": [g["lr"] for g in opt.param_groups], "repeats": repeats,
-             "grads": {names[id(p)]: p.grad.detach().clone() for p, _ in listed if p.grad is not None},
-             "before": {names[id(p)]: p.detach().clone() for p, _ in listed}}
+             "grads": {n: p.grad.detach().clone() for n, p in unique.items() if p.grad is not None}}
     apply()
-    entry["after"] = {names[id(p)]: p.detach().clone() for p, _ in listed}
+    entry["after"] = {n: p.detach().clone() for n, p in unique.items()}
+    entry["state"] = optimizer_state(opt, unique)
     return entry
+
+
+def optimizer_state(opt, unique):
+    """{name: {key: tensor}}: each tensor's state in the optimizer after its step."""
+    return {n: {k: v.detach().clone() for k, v in opt.state[p].items() if isinstance(v, torch.Tensor) and v.dim()}
+            for n, p in unique.items() if p in opt.state}
 
 
 class OurRun:
@@ -45,15 +54,43 @@ class OurRun:
 
     choose_thresholds: at each iteration, --threshold-st is set between two of D's scores on the
     unlabeled batch (the widest gap), so that self-training takes some images and leaves others; the
-    thresholds are recorded for the original's run."""
+    thresholds are recorded for the original's run.
 
-    def __init__(self, step_class, s_optimizer_class, d_optimizer_class=None, choose_thresholds=False):
+    The tensors of a whole network (S's state at the step's start, each optimizer step's gradients,
+    parameters after it and state) go to one file per iteration in `folder` (iteration_file(i);
+    `heavy(i)` loads it), so that only one iteration of them is in memory at a time; the optimizers'
+    states only at iteration `state_at`."""
+
+    def __init__(self, folder, step_class, s_optimizer_class, d_optimizer_class=None, choose_thresholds=False,
+                 state_at=None):
+        self.folder, self.state_at = str(folder), state_at
+        os.makedirs(self.folder, exist_ok=True)
         self.step_class, self.s_optimizer_class = step_class, s_optimizer_class
         self.d_optimizer_class = d_optimizer_class
         self.choose_thresholds = choose_thresholds
         self.iterations, self.initial, self.names = [], None, {}
         self.streams, self._drawn = [], []
         self.model = self.model_d = self.step = None
+        self._heavy = None
+
+    def iteration_file(self, i):
+        return os.path.join(self.folder, f"ours_{i}.pt")
+
+    def heavy(self, i):
+        """Iteration i's file, with S's whole state at the step's start as 'start_s': the initial state,
+        the parameters as the previous step left them, the buffers (BN statistics) saved at the start."""
+        heavy = torch.load(self.iteration_file(i), weights_only=False)
+        start = dict(self.initial["S"])
+        if i > 0:
+            start.update(torch.load(self.iteration_file(i - 1), weights_only=False)["sgd"]["after"])
+        start.update(heavy["buffers"])
+        heavy["start_s"] = start
+        return heavy
+
+    def _flush(self):
+        if self._heavy is not None:
+            torch.save(self._heavy, self.iteration_file(self.now()["iteration"]))
+            self._heavy = None
 
     def now(self):
         return self.iterations[-1]
@@ -94,10 +131,13 @@ class OurRun:
         def call(step, i, **batches):
             if run.model is None:
                 run._first_call(step)
+            else:
+                run._flush()
             run.iterations.append({"iteration": i, "batches": clone(batches), "rng": torch.get_rng_state(),
                                    "epochs": run._drawn[-len(batches):], "d_calls": []})
-            if i > 0:
-                run.now()["start_s"] = clone(run.model.state_dict())
+            parameters = {id(p) for p in run.model.parameters()}  # their values: the last step's 'after'
+            run._heavy = {"buffers": {k: v.detach().clone() for k, v in run.model.state_dict(keep_vars=True).items()
+                                      if id(v) not in parameters}}
             run._drawn = []
             run.now()["values"] = real_call(step, i, **batches)
             return run.now()["values"]
@@ -127,13 +167,19 @@ class OurRun:
         finally:
             for owner, name, value in saved:
                 setattr(owner, name, value)
+        self._flush()
         self.final = self._states()
+        self.model = self.model_d = self.step = None  # the run's networks and optimizers can go now
 
     def _recording_step(self, real, key):
         run = self
 
         def step(opt, closure=None):
-            run.now()[key] = optimizer_entry(opt, run.names, lambda: real(opt, closure))
+            entry = optimizer_entry(opt, run.names, lambda: real(opt, closure))
+            run._heavy[key] = {k: entry.pop(k) for k in ("grads", "after", "state")}
+            if run.now()["iteration"] != run.state_at:  # the optimizer's state: at one iteration only
+                del run._heavy[key]["state"]
+            run.now()[key] = entry
         return step
 
     def passes(self, for_the_original=lambda batch: batch):

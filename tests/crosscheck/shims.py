@@ -13,9 +13,9 @@ removed API with the old behaviour, written here from its documented semantics:
   code on a GPU (the timing of the original's step in benchmarks/gpu_check.py);
 - `torch.load` without `weights_only` (PyTorch >= 2.6 defaults to True; the original's Context mask
   caches hold PIL images);
-- `detail`, the Detail API the Context loader imports: a stand-in that lists the images of a split
-  from the annotation json (`images`, each with `image_id`, `file_name`, `phase`); masks come from
-  the loader's cache files, as in every run after the first;
+- `detail`, the Detail API the Context loader imports: a stand-in with the API's semantics for what
+  the loader calls (the images of a split from the annotation json, in its order; each image's map of
+  category ids), reading the annotation files the tests write;
 - `model.deeplabv3` and `data.ade20k_dataset`, which `train_s4GAN_wrn38.py` imports but the
   repository lacks: the first is the repository's own model/deeplabv3p.py, the second a stub that
   refuses to be used.
@@ -67,19 +67,40 @@ def _imsave(path, array):
 
 
 class _Detail:
-    """Stand-in for detail.Detail(annotation_file, image_folder, phase): getImgs() and img_folder."""
+    """Stand-in for detail.Detail(annotation_file, image_folder, phase), the parts the Context loader
+    uses, with the API's semantics: the images of the json's `images` list kept in a dict by image_id
+    (json order), getImgs() their values whose `phase` is one of those the phase string names
+    ("train", "val", "test"), img_folder, and getMask(image): a float64 map of category ids, 0 where
+    nothing is annotated. The API paints getMask from the json's segmentation annotations; the tests
+    write those as the official full-label release's trainval/<stem>.mat LabelMaps beside the json,
+    which this stand-in reads."""
 
     def __init__(self, annotation_file, image_folder, phase):
         with open(annotation_file) as f:
             images = json.load(f)["images"]
-        self.img_folder = image_folder
-        self._images = [dict(image) for image in images if image["phase"] == phase]
+        self.img_folder, self.phase = image_folder, phase
+        self._labels = os.path.join(os.path.dirname(annotation_file), "trainval")
+        self._images = {}
+        for image in images:
+            self._images[image["image_id"]] = dict(image)
 
-    def getImgs(self):
-        return [dict(image) for image in self._images]
+    def getImgs(self, imgs=None):
+        if imgs is None:
+            chosen = list(self._images.values())
+        else:
+            imgs = imgs if isinstance(imgs, list) else [imgs]
+            chosen = [self._images[i["image_id"] if isinstance(i, dict) else i] for i in imgs]
+        phases = [p for p in ("train", "val", "test") if p in self.phase]
+        return [image for image in chosen if image["phase"] in phases]
 
     def getMask(self, image):
-        raise RuntimeError("the Detail stand-in has no masks: give the loader its cache file")
+        import scipy.io
+        image = self.getImgs(image)[0]
+        stem = os.path.splitext(image["file_name"])[0]
+        label_map = scipy.io.loadmat(os.path.join(self._labels, stem + ".mat"))["LabelMap"]
+        mask = np.zeros((image["height"], image["width"]))
+        mask[:] = label_map
+        return mask
 
 
 def install(checkout, cuda=False):

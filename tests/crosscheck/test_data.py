@@ -5,15 +5,17 @@ import os
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import train_full
 import train_mlmt
 import train_s4GAN
 from data.context import SHORT_SIDE_RANGE, eval_size, scaled_size
+from data.context_prepare import prepare
 from data.multilabel import ClassifierImages, normalize_images
 from engine import mlmt_data, setup
 from tests.crosscheck.common import fmt, linked_workdir, make_mlmt_data, max_abs
-from tests.crosscheck.conftest import run_original
+from tests.crosscheck.conftest import run_original, with_our_flags
 from tests.crosscheck.draws import Draw, plain, randint, recording_rngs
 from utils.distributed import init_environment
 
@@ -72,7 +74,7 @@ def compare_items(ours, theirs, pipeline, report, image_of, label_of):
 def test_voc_training_items(original, voc, no_weights, tmp_path, report, flags):
     argv = ["--dataset", "pascal_voc", "--data-dir", voc, "--data-list", os.path.join(voc, "lists/train_aug.txt"),
             "--batch-size", "2", "--checkpoint-dir", str(tmp_path / "ckpt")] + flags
-    dataset, _ = setup.make_train_dataset(train_s4GAN.parse_args(argv))
+    dataset, _ = setup.make_train_dataset(train_s4GAN.parse_args(with_our_flags("train_s4GAN", argv)))
     ours = our_items(dataset)
     theirs = run_original(original, "capture", {
         "script": "train_s4GAN", "argv": argv + ["--restore-from", no_weights],
@@ -83,20 +85,74 @@ def test_voc_training_items(original, voc, no_weights, tmp_path, report, flags):
         assert tuple(item[2]) == tuple(their[2][:2]) and item[3] == their[3]
 
 
+def padding_keys(dataset, crop):
+    """For each image, the first seed key whose drawn short side is below the crop (the item is padded)."""
+    keys = []
+    for index in range(len(dataset)):
+        for k in range(KEYS_PER_IMAGE, 400):
+            with recording_rngs() as rngs:
+                dataset[(index, (7, index, k))]
+            if rngs[0].draws[1][2] < crop:
+                keys.append((index, k))
+                break
+    assert len(keys) == len(dataset)
+    return keys
+
+
 @pytest.mark.parametrize("script", [train_s4GAN, train_full], ids=["train_s4GAN", "train_full"])
 def test_context_training_items(original, context, no_weights, tmp_path, report, script):
-    """The s4GAN trainer normalises with the mean in reversed order, train_full with the right one."""
+    """The s4GAN trainer normalises with the mean in reversed order, train_full with the right one.
+    The original reads the annotations through its own conversion (the category ids of each image's
+    map to its 60 labels, cached in train.pth on its first run) in the order its Detail API lists
+    them; ours were prepared from the official .mat files and lists. Every image is drawn with three
+    seeds and one more whose short side falls below the 321 crop (padded with background)."""
     argv = ["--dataset", "pascal_context", "--data-dir", context, "--batch-size", "2",
             "--checkpoint-dir", str(tmp_path / "ckpt")]
-    dataset, _ = setup.make_train_dataset(script.parse_args(argv))
+    dataset, _ = setup.make_train_dataset(script.parse_args(with_our_flags(script.__name__, argv)))
     ours = our_items(dataset)
+    for index, k in padding_keys(dataset, 321):
+        with recording_rngs() as rngs:
+            item = dataset[(index, (7, index, k))]
+        ours.append((item, index, rngs[0].draws))
     workdir = linked_workdir(str(tmp_path / "work"), {"data/pcontext_dataset": context})
     theirs = run_original(original, "capture", {
         "script": script.__name__, "argv": ["--dataset", "pascal_context", "--batch-size", "2",
                                             "--restore-from", no_weights, "--checkpoint-dir", str(tmp_path / "c")],
         "workdir": workdir, "items": {0: [(index, context_draws(draws)) for _, index, draws in ours]}}, tmp_path)
-    compare_items(ours, theirs["items"][0], f"PASCAL-Context training ({script.__name__})", report,
+    their_order = [name[:-len(".jpg")] for name in theirs["ids"][0]]
+    order_ok = their_order == list(dataset.ids)
+    report(f"PASCAL-Context training ({script.__name__})", "the image order: the original's (its Detail API over "
+           "trainval_merged.json) and ours (train.txt)", "identical" if order_ok else f"{their_order} vs {dataset.ids}",
+           order_ok)
+    assert order_ok
+    padded = sum(1 for _, _, draws in ours if draws[1][2] < 321)
+    compare_items(ours, theirs["items"][0], f"PASCAL-Context training ({script.__name__}), {padded} padded", report,
                   lambda t: t[0], lambda t: t[1])
+
+
+def test_context_prepared_from_the_originals_own_caches(original, context, no_weights, tmp_path, report):
+    """`python -m data.context prepare` on the mask cache the original wrote on its first run (form (c)):
+    the same masks, in the same order, as ours prepared from the official .mat files (form (b))."""
+    workdir = linked_workdir(str(tmp_path / "work"), {"data/pcontext_dataset": context})
+    theirs = run_original(original, "capture", {
+        "script": "train_full", "argv": ["--dataset", "pascal_context", "--restore-from", no_weights,
+                                         "--checkpoint-dir", str(tmp_path / "c")], "workdir": workdir}, tmp_path)
+    assert os.path.isfile(os.path.join(context, "train.pth")), "the original did not write its mask cache"
+    from_caches = str(tmp_path / "from_caches")
+    os.makedirs(from_caches)
+    os.symlink(os.path.join(context, "JPEGImages"), os.path.join(from_caches, "JPEGImages"))
+    prepare(from_caches, source=context, log=lambda *_: None)
+    with open(os.path.join(from_caches, "train.txt")) as f:
+        order = [line.strip() for line in f]
+    their_order = [name[:-len(".jpg")] for name in theirs["ids"][0]]
+    masks_differ = sum(int((np.asarray(Image.open(os.path.join(from_caches, "SegmentationClassContext", n + ".png"))) !=
+                            np.asarray(Image.open(os.path.join(context, "SegmentationClassContext", n + ".png")))).sum())
+                       for n in order)
+    ok = order == their_order and masks_differ == 0
+    report("PASCAL-Context prepared from the original's caches", f"train.txt order against the original's; the "
+           f"{len(order)} masks against those prepared from the .mat files", f"order "
+           f"{'identical' if order == their_order else 'differs'}; {masks_differ} label pixels", ok)
+    assert ok
 
 
 # Frequent VOC 2010 image shapes (w, h), both orientations, a square and long sides that truncate.
@@ -124,7 +180,7 @@ def test_context_rescale_sizes(original, tmp_path, report):
 def test_cityscapes_training_items(original, city, no_weights, tmp_path, report):
     argv = ["--dataset", "cityscapes", "--data-dir", city, "--input-size", "256,512", "--batch-size", "2",
             "--checkpoint-dir", str(tmp_path / "ckpt")]
-    dataset, _ = setup.make_train_dataset(train_s4GAN.parse_args(argv))
+    dataset, _ = setup.make_train_dataset(train_s4GAN.parse_args(with_our_flags("train_s4GAN", argv)))
     ours = our_items(dataset, keys_per_image=2, names=True)
     workdir = linked_workdir(str(tmp_path / "work"), {"data/city_dataset": city})
     theirs = run_original(original, "capture", {
@@ -157,7 +213,7 @@ def test_mlmt_items(original, tmp_path, report):
     root = make_mlmt_data(str(tmp_path / "mlmt"))
     argv = ["--data-dir", root, "--pkl-file", os.path.join(root, "split.pkl"), "--labeled-ratio", "0.5",
             "--batch-size-lab", "2", "--batch-size-unlab", "2", "--workers", "0"]
-    args = train_mlmt.parse_args(argv + ["--exp-name", "x", "--output-dir", str(tmp_path / "out")])
+    args = train_mlmt.parse_args(with_our_flags("train_mlmt", argv + ["--exp-name", "x", "--output-dir", str(tmp_path / "out")]))
     env = init_environment("cpu", 0)
     _, perm, streams = mlmt_data.make_data(args, env, say=lambda *_: None)
     split = mlmt_data.load_split(args, env, "val", say=lambda *_: None)

@@ -1,6 +1,8 @@
 """evaluate.py against the original evaluate.py on a VOC, a PASCAL-Context and a Cityscapes folder,
 one checkpoint each (exported for the original by `python -m model.weights export-original`), with
-and without the MLMT fusion: the validation items, each image's prediction, per-class IoU and mIoU."""
+and without the MLMT fusion: the validation items, each image's prediction, per-class IoU and mIoU,
+result.txt and the printed per-class IoU. The fusion case has pixels where the original's
+multiplication of absent classes' logits by 0 and the corrected masking predict differently."""
 import os
 
 import numpy as np
@@ -13,8 +15,8 @@ import evaluate as evaluate_py
 from data import get_dataset
 from model import build_segmenter
 from model.weights import main as weights_main
-from tests.crosscheck.common import fmt, linked_workdir, max_abs
-from tests.crosscheck.conftest import run_original
+from tests.crosscheck.common import fmt, iou_lines, linked_workdir, max_abs, result_txt_differences
+from tests.crosscheck.conftest import run_original, with_our_flags
 from tests.helpers import run_main
 from utils.metrics import class_iou, mean_iou
 
@@ -66,15 +68,18 @@ def their_name(dataset, entry):
 def test_evaluate(original, voc, context, city, tmp_path, capsys, report, dataset, fusion):
     case, folders = CASES[dataset], {"voc": voc, "context": context, "city": city}
     common = ["--dataset", dataset, "--num-classes", str(case["classes"])]
-    ours_argv = common + case["ours"](folders) + ["--num-workers", "0"]
+    ours_argv = with_our_flags("evaluate", common + case["ours"](folders) + ["--num-workers", "0"])
     val = get_dataset(dataset).build_val(evaluate_py.parse_args(ours_argv + ["--restore-from", "x"]))
     model = calibrated_model(case["classes"], [val[i][0] for i in range(len(val))])
     checkpoint, exported = str(tmp_path / "VOC_1.pth"), str(tmp_path / "VOC_1_original.pth")
     torch.save(model.state_dict(), checkpoint)
     assert run_main(weights_main, ["export-original", checkpoint, exported], capsys)[0] == 0
     extra = []
-    if fusion:
-        table = np.random.default_rng(0).random((len(val), case["classes"]))
+    if fusion:  # background and three classes present in each image (> 0.2), the others absent
+        rng = np.random.default_rng(0)
+        table = rng.random((len(val), case["classes"])) * 0.2
+        for row in table:
+            row[rng.choice(np.arange(1, case["classes"]), 3, replace=False)] = 0.9
         table[:, 0] = 1.0
         np.savetxt(str(tmp_path / "mlmt.txt"), table, fmt="%f")
         extra = ["--with-mlmt", "--mlmt-file", str(tmp_path / "mlmt.txt")]
@@ -127,3 +132,33 @@ def test_evaluate(original, voc, context, city, tmp_path, capsys, report, datase
            f"{total - agree} pixels, {gt_differ} labels; IoU {fmt(iou_diff)}, mIoU {fmt(miou_diff)}", ok)
     assert ok
     assert predicted > 2, "the test network should predict several classes"
+
+    with open(tmp_path / "ours" / "result.txt") as f:
+        ours_txt = f.read()
+    differences = result_txt_differences(ours_txt, theirs["result_txt"], same_names=dataset != "pascal_context")
+    differences += printed_iou_differences(our_iou, theirs["stdout"])
+    ok = not differences
+    report(label, "result.txt (per-class IoU as the original rounds it, mIoU" + (", class names" if dataset !=
+           "pascal_context" else "; class names differ: docs/original.md") + ") and the per-class IoU it prints",
+           "identical" if ok else "; ".join(differences[:3]), ok)
+    assert ok
+
+    if fusion:  # the two fusions differ on this image set, and the original is the multiplication
+        code, _, err = run_main(evaluate_py.main, ours_argv + extra + [
+            "--restore-from", checkpoint, "--save-dir", str(tmp_path / "masked"), "--save-output-images",
+            "--mlmt-fusion", "mask"], capsys)
+        assert code == 0, err
+        changed = sum(int((np.asarray(Image.open(tmp_path / "masked" / f"{n}.png")) !=
+                           np.asarray(Image.open(tmp_path / "ours" / f"{n}.png"))).sum()) for n in names)
+        report(label, "pixels where --mlmt-fusion mask predicts otherwise than the original's multiplication by 0 "
+                      "(which the predictions above equal)", f"{changed} of {total}", changed > 0)
+        assert changed > 0
+
+
+def printed_iou_differences(our_iou, their_stdout):
+    """The original prints the classes whose IoU is above 0 (2 decimals): each against ours."""
+    printed, _ = iou_lines(their_stdout)
+    expected = {i for i, v in enumerate(our_iou) if v > 0}
+    out = [] if set(printed) == expected else [f"printed classes {sorted(printed)} vs {sorted(expected)}"]
+    return out + [f"printed class {i}: {v} vs {our_iou[i]}" for i, (_, v) in printed.items()
+                  if i < len(our_iou) and f"{our_iou[i]:.2f}" != v]

@@ -18,7 +18,7 @@ from data.multilabel import normalize_images
 from data.sampler import BatchStream
 from methods.mlmt import MLMTStep
 from tests.crosscheck.common import fmt, make_mlmt_data, max_abs, worst_of
-from tests.crosscheck.conftest import run_original
+from tests.crosscheck.conftest import run_original, with_our_flags
 from tests.crosscheck.recording import clone
 
 pytestmark = pytest.mark.original
@@ -58,8 +58,8 @@ def test_mlmt_training_validation_and_output_files(original, tmp_path, report):
 
     MLMTStep.__call__, BatchStream.__next__ = call, next_batch
     try:
-        train_mlmt.main(argv + ["--workers", "0", "--pretrained", trunk, "--output-dir", str(tmp_path / "ours"),
-                                "--log-every", "1"])
+        train_mlmt.main(with_our_flags("train_mlmt", argv + ["--workers", "0", "--pretrained", trunk, "--output-dir",
+                                                             str(tmp_path / "ours"), "--log-every", "1"]))
     finally:
         MLMTStep.__call__, BatchStream.__next__ = real_call, real_next
     assert [s["epoch"] for s in steps] == [0, 0, 1, 1]
@@ -71,13 +71,12 @@ def test_mlmt_training_validation_and_output_files(original, tmp_path, report):
     def unlabeled(batch):
         return (normalize_images(batch[0]), normalize_images(batch[1])), torch.zeros(len(batch[0]))
 
-    passes = {0: [], 1: []}
+    passes = {}  # each stream's batches grouped by our epochs: the n-th iterator the original creates
     for k, (name, convert) in enumerate((("labeled", labeled), ("unlabeled", unlabeled))):
+        epochs = {}
         for s in steps:
-            if not passes[k] or s["epochs"][k] != previous:
-                passes[k].append([])
-            passes[k][-1].append(convert(s["batches"][name]))
-            previous = s["epochs"][k]
+            epochs.setdefault(s["epochs"][k], []).append(convert(s["batches"][name]))
+        passes[k] = [epochs[e] for e in sorted(epochs)]
     theirs = run_original(original, "mlmt", {
         "argv": argv + ["--workers", "0"], "initial": steps[0]["initial"], "deterministic": True, "passes": passes,
         "optimizer": "sgd041", "workdir": str(tmp_path)}, tmp_path)

@@ -19,7 +19,7 @@ from methods.supervised import SupervisedStep
 from model import build_discriminator, build_segmenter
 from model.wider_resnet import WiderResNet38
 from tests.crosscheck.common import fmt, make_mlmt_data, write_wrn38_imagenet
-from tests.crosscheck.conftest import run_original
+from tests.crosscheck.conftest import run_original, with_our_flags
 from utils.distributed import init_environment
 from utils.optim import segmenter_optimizer
 
@@ -40,7 +40,8 @@ def test_poly_learning_rates(original, tmp_path, report, num_steps):
         "iterations": iterations}, tmp_path)
     worst = 0.0
     for script, extra in flags.items():
-        args = script.parse_args(extra + ["--num-steps", str(num_steps), "--checkpoint-dir", str(tmp_path)])
+        args = script.parse_args(with_our_flags(script.__name__, extra + ["--num-steps", str(num_steps),
+                                                                           "--checkpoint-dir", str(tmp_path)]))
         model = build_segmenter("resnet18" if args.model == "deeplabv2" else "wrn38", 21, args.model,
                                 **({"wrn_width_mult": 1 / 16} if args.model != "deeplabv2" else {}))
         optimizers = {"S": segmenter_optimizer(model, args.learning_rate, args.momentum, args.weight_decay,
@@ -83,7 +84,7 @@ def test_splits_of_every_trainer(original, voc, no_weights, wrn_workdir, tmp_pat
             (train_full, SupervisedStep.streams, "split.pkl", []),
             (train_s4GAN_wrn38, S4GANStep.streams, "train_voc_split.pkl", ["--batch-size-unlab", "2"])):
         ours_dir, their_dir = str(tmp_path / f"ours_{script.__name__}"), str(tmp_path / f"theirs_{script.__name__}")
-        args = script.parse_args(data + extra + ["--checkpoint-dir", ours_dir])
+        args = script.parse_args(with_our_flags(script.__name__, data + extra + ["--checkpoint-dir", ours_dir]))
         os.makedirs(ours_dir, exist_ok=True)
         dataset, n = setup.make_train_dataset(args)
         perm = setup.make_split(args, n)
@@ -102,7 +103,7 @@ def test_splits_of_every_trainer(original, voc, no_weights, wrn_workdir, tmp_pat
         rows.append((script.__name__, same))
     root = make_mlmt_data(str(tmp_path / "mlmt"))
     argv = ["--data-dir", root, "--pkl-file", os.path.join(root, "split.pkl"), "--labeled-ratio", "0.5", "--workers", "0"]
-    args = train_mlmt.parse_args(argv + ["--output-dir", str(tmp_path / "mlmt_out")])
+    args = train_mlmt.parse_args(with_our_flags("train_mlmt", argv + ["--output-dir", str(tmp_path / "mlmt_out")]))
     _, _, streams = mlmt_data.make_data(args, env, say=lambda *_: None)
     theirs = run_original(original, "mlmt_items", {"argv": argv, "items": {}}, tmp_path)
     rows.append(("train_mlmt", all(np.array_equal(streams[k].sampler.indices, theirs["sampler_indices"][k])
