@@ -35,7 +35,7 @@ def pytest_sessionstart(session):
     crosscheck = "original" in marks and "not original" not in marks  # -m original: tests/crosscheck/
     needed = max(NEEDS_FREE_GB, CROSSCHECK_NEEDS_FREE_GB if crosscheck else 0)
     if free < needed:
-        pytest.exit(f"error: the tests need about {needed:g} GB free in {folder} and {free:.1f} GB is: "
+        pytest.exit(f"error: the tests need about {needed} GB free in {folder} and {free:.1f} GB is: "
                     f"free some space there, or give pytest --basetemp on a disk with room", returncode=2)
 
 

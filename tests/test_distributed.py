@@ -79,7 +79,8 @@ def rank_pid(launcher, rank):
     raise AssertionError(f"no worker of rank {rank} among {children}")
 
 
-STEPS = 20  # enough that a signal sent at iteration 2 lands before the end on a loaded machine (8 did not)
+STEPS = 40  # enough that a signal sent at iteration 2 lands before the end on a loaded machine (8 did not; 20 raced
+# once in a full suite run)
 
 
 def two_process_flags(voc_root, ckpt, *extra):

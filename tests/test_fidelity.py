@@ -144,7 +144,7 @@ def parsed(script, *argv):
 
 @pytest.mark.parametrize("script,changed", [
     ("train_s4GAN", {"aspp_branches": (2, 4), "sgd_mode": ("legacy", "standard"), "d_real_norm": ("labeled", "own"),
-                     "context_train_mean": ("reversed", "rgb")}),
+                     "context_train_mean": ("reversed", "rgb"), "adam_mode": ("legacy", "standard")}),
     ("train_full", {"aspp_branches": (2, 4), "sgd_mode": ("legacy", "standard")}),
     ("evaluate", {"aspp_branches": (2, 4), "mlmt_fusion": ("multiply", "mask")}),
 ])
