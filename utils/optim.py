@@ -7,6 +7,14 @@ import torch
 from torch.optim import Optimizer
 
 
+def evaluate_closure(closure):
+    """An optimizer's optional closure (it recomputes the loss), evaluated with gradients on."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 class LegacySGD(Optimizer):
     """SGD as PyTorch 0.4 applied it to a parameter list that names some tensors several times.
 
@@ -36,10 +44,7 @@ class LegacySGD(Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         for group in self.param_groups:
             (self._step_foreach if self.foreach else self._step_per_tensor)(group)
         return loss
@@ -129,10 +134,7 @@ class LegacyAdam(Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:

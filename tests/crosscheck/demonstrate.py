@@ -38,9 +38,9 @@ DEMONSTRATIONS = [
     ("schedule", "learning-rate schedules", "test_schedules_splits.py::test_poly_learning_rates[40000]",
      "--power 1.0", None, "poly learning rate"),
     ("splits", "labeled / unlabeled split", "test_schedules_splits.py::test_splits_of_every_trainer",
-     "--split-id none", None, "differs"),
+     "train_s4GAN: --split-id none", None, "differs"),
     ("flags", "flag defaults", "test_flags.py::test_every_flag_of_the_original_scripts",
-     "train_full: --lambda-fm 0.5 --weight-decay 1e-4", None, "weight-decay"),
+     "train_full: --weight-decay 1e-4", None, "weight-decay"),
     ("sgd-lists", "S's update over the original's lists", "test_steps.py::test_s4gan_voc_deeplabv2[foreach]",
      "train_s4GAN: --sgd-mode standard", None, "lists each tensor"),
     ("adam", "D's update", "test_steps.py::test_s4gan_voc_deeplabv2[foreach]", "train_s4GAN: --adam-mode standard",
@@ -109,7 +109,8 @@ def run(demo, original):
     evidence = [": ".join(r.split(" | ")[1:3]) for r in rows] or [line for line in proc.stdout.splitlines()
                                                                   if line.startswith("E ")][:1]
     shown = failed and any(expected.lower() in e.lower() for e in evidence + [proc.stdout[-3000:]])
-    what = f"`{flags}`" if flags else f"`{change[0]}`: `{change[1].strip()[:60]}` -> `{change[2].strip()[:60]}`"
+    what = f"`{flags}`" if flags else (f"`{change[0]}`: `{' '.join(change[1].split())[:60]}` -> "
+                                       f"`{' '.join(change[2].split())[:60]}`")
     return (kind, what, test, "; ".join(e[:160] for e in evidence[:3]) or "(no row)",
             "fails, as it must" if shown else "DID NOT FAIL AS EXPECTED", f"{seconds:.0f} s")
 

@@ -50,11 +50,13 @@ class _Optimizer(torch.optim.Optimizer):
                     p.grad.zero_()
 
 
-class SGD041(_Optimizer):
+class _SGD(_Optimizer):
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                                       nesterov=nesterov))
 
+
+class SGD041(_SGD):
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
@@ -77,11 +79,7 @@ class SGD041(_Optimizer):
                 p.add_(g, alpha=-group["lr"])
 
 
-class SGD1x(_Optimizer):
-    def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
-        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                                      nesterov=nesterov))
-
+class SGD1x(_SGD):
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
