@@ -47,9 +47,8 @@ def load_permutation(path, n, flag="--split-id"):
     if not os.path.isfile(path):
         hint = ""
         if os.path.basename(path) == "split_0.pkl":
-            hint = (": it is the original authors' split, not shipped with this project; copy their "
-                    "splits/<dataset>/split_0.pkl there (it loads unchanged), or use this project's "
-                    "splits/<dataset>/seeded_0.pkl, or --split-id none (seeded by --random-seed)")
+            hint = (": the original authors' split ships as splits/<dataset>/split_0.pkl (run from the "
+                    "project's folder, or give its full path); or --split-id none (seeded by --random-seed)")
         raise UserError(f"{flag} {path} does not exist{hint}")
     with open(path, "rb") as f:
         data = f.read()

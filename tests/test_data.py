@@ -125,3 +125,18 @@ def test_batch_stream_restarts_epochs_and_restores_position(voc_root):
     again.load_state_dict(state)
     replay = next(again)
     assert replay[3] == after[3] and np.array_equal(replay[0].numpy(), after[0].numpy())
+
+
+def test_the_shipped_split_files_hold_the_authors_permutations():
+    """splits/<dataset>/split_0.pkl: the original authors' permutations (splits/README.md gives each
+    array's sha256 and first entries; the crosscheck compares them with the authors' files)."""
+    import hashlib
+    import re
+    from tests.helpers import ROOT
+    with open(os.path.join(ROOT, "splits", "README.md")) as f:
+        rows = re.findall(r"\| `(\w+)/split_0\.pkl` \| ([\d,]+) [^|]*\| ([\d, ]+) \| `([0-9a-f]{64})` \|", f.read())
+    assert [r[0] for r in rows] == ["voc", "pc", "city"]
+    for folder, n, first, digest in rows:
+        perm = load_permutation(os.path.join(ROOT, "splits", folder, "split_0.pkl"), int(n.replace(",", "")))
+        assert hashlib.sha256(perm.astype("<i8").tobytes()).hexdigest() == digest, folder
+        assert perm[:3].tolist() == [int(v) for v in first.split(",")], folder

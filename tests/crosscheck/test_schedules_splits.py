@@ -112,3 +112,20 @@ def test_splits_of_every_trainer(original, voc, no_weights, wrn_workdir, tmp_pat
     report("labeled / unlabeled split", "indices of every stream of " + ", ".join(n for n, _ in rows) +
            "; the split file written", "identical" if ok else "differs: " + ", ".join(n for n, s in rows if not s), ok)
     assert ok
+
+
+def test_the_shipped_split_files_are_the_authors(original, report):
+    """splits/<dataset>/split_0.pkl against the authors' files of that name (read as plain pickles of
+    their own repository: the same numbers, whatever the bytes)."""
+    import pickle
+    from tests.helpers import ROOT
+    same = []
+    for folder in ("voc", "pc", "city"):
+        with open(os.path.join(original, "splits", folder, "split_0.pkl"), "rb") as f:
+            theirs = np.asarray(pickle.load(f))
+        ours = load_permutation(os.path.join(ROOT, "splits", folder, "split_0.pkl"), len(theirs))
+        same.append((folder, len(theirs), np.array_equal(ours, theirs)))
+    ok = all(s for _, _, s in same)
+    report("shipped split files", "splits/{voc,pc,city}/split_0.pkl against the authors' files (" +
+           ", ".join(f"{f} {n}" for f, n, _ in same) + " entries)", "identical" if ok else f"differ: {same}", ok)
+    assert ok
