@@ -9,6 +9,7 @@ import torch
 
 import methods.s4gan
 from data.sampler import BatchStream
+from utils.optim import LegacyAdam, LegacySGD
 
 
 def clone(obj):
@@ -156,8 +157,11 @@ class OurRun:
 
         patched = [(self.step_class, "__call__", call), (BatchStream, "__next__", next_batch),
                    (methods.s4gan, "self_training_loss", self_training_loss)]
-        for cls, key in ((self.s_optimizer_class, "sgd"), (self.d_optimizer_class, "adam")):
-            if cls is not None:
+        # the classes the trainers build for S and D, whichever the flags choose
+        kinds = {"sgd": {self.s_optimizer_class, torch.optim.SGD, LegacySGD},
+                 "adam": {self.d_optimizer_class, torch.optim.Adam, LegacyAdam} if self.d_optimizer_class else set()}
+        for key, classes in kinds.items():
+            for cls in classes:
                 patched.append((cls, "step", self._recording_step(cls.step, key)))
         saved = [(owner, name, getattr(owner, name)) for owner, name, _ in patched]
         for owner, name, value in patched:
