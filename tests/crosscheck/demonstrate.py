@@ -59,7 +59,7 @@ DEMONSTRATIONS = [
      "test_steps.py::test_s4gan_snapshots_and_each_sides_checkpoint_in_both_evaluations",
      "evaluate: --amp bf16", None, "checkpoints across"),
     ("mlmt-outputs", "MLMT output files", "test_mlmt_training.py", "--output-roll per-row", None, "output files"),
-    ("mlmt-restart", "MLMT loaders", "test_mlmt_training.py", "--unlabeled-restart exhausted", None, "loaders"),
+    ("mlmt-loaders", "MLMT loaders", "test_mlmt_training.py", "--batch-size-unlab 2", None, "loaders"),
     ("mlmt-ema", "MLMT student and teacher", "test_mlmt_training.py", "--ema-decay 0.5", None, "teacher"),
     ("wrn38-validation", "WRN-38 validation", "test_steps.py::test_s4gan_cityscapes_wrn38",
      "train_s4GAN_wrn38: --val-protocol all --val-every 2", None, "validates"),
