@@ -61,7 +61,7 @@ DEMONSTRATIONS = [
     ("mlmt-outputs", "MLMT output files", "test_mlmt_training.py", "--output-roll per-row", None, "output files"),
     ("mlmt-loaders", "MLMT loaders", "test_mlmt_training.py", "--batch-size-unlab 2", None, "loaders"),
     ("mlmt-ema", "MLMT student and teacher", "test_mlmt_training.py", "--ema-decay 0.5", None, "teacher"),
-    ("wrn38-validation", "WRN-38 validation", "test_steps.py::test_s4gan_cityscapes_wrn38",
+    ("wrn38-validation", "WRN-38 validation", "test_wrn38_training.py::test_s4gan_cityscapes_wrn38",
      "train_s4GAN_wrn38: --val-protocol all --val-every 2", None, "validates"),
     ("old-sgd-rule", "the old optimizers' rules", "../test_old_optim.py", None,
      ("tests/crosscheck/old_optim.py", '                    g.add_(p, alpha=group["weight_decay"])\n                if momentum',
