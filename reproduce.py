@@ -68,8 +68,9 @@ def get_args_parser():
     p.add_argument("--sec-per-iter", default=None, help="the estimate's seconds per iteration, e.g. "
                                                         "baseline=0.4,s4gan=0.9,mlmt=0.5")
     p.add_argument("--bench-device", default=None,
-                   help="estimate with the benchmarks/RESULTS.md rows of this device, e.g. H100, or cpu for this "
-                        "machine's CPU (default: this machine's GPU; without one, the GPU measured there)")
+                   help="estimate with the benchmarks/RESULTS.md rows of a device measured there (a GPU: "
+                        f"{', '.join(speed.measured_gpus(speed.benchmark_rows(speed.RESULTS))) or 'none yet'}), or "
+                        "cpu for this machine's CPU (default: this machine's GPU; without one, the GPU measured there)")
     p.add_argument("--eval-flags", default="", help="extra flags for every evaluate.py command, e.g. '--batch-size 8'")
     p.add_argument("--mlmt-flags", default="", help="extra flags for every train_mlmt.py command")
     return p

@@ -100,9 +100,7 @@ def get_args_parser():
     p.add_argument("--tensorboard", action="store_true",
                    help="[new] also write the logged scalars to TensorBoard in the output folder (needs the optional "
                         "tensorboard package)")
-    p.add_argument("--resume", default=None,
-                   help="[new] 'auto': continue from <output-dir>/latest.pth if present (else start fresh); "
-                        "or the path of a latest.pth")
+    options.add_resume_flags(p, "<output-dir>")
     options.add_speed_flags(p)
     return p
 

@@ -2,11 +2,12 @@
 
     python benchmarks/bench_endurance.py --steps 2000 --interruptions 10 --out /tmp/endurance
 
-1. the reference: train_s4GAN.py for --steps iterations (ResNet-18, 33x33 crops, batch 2, 1 loader
-   worker, latest.pth every --save-every iterations) as one process, its resident memory (the trainer
-   and its loader worker) sampled every 0.5 s;
+1. the reference: train_s4GAN.py for --steps iterations (ResNet-18, 33x33 crops, batch 2, --num-workers
+   loader workers per stream, latest.pth every --save-every iterations) as one process, its resident
+   memory (the trainer and its loader workers) sampled every 0.5 s;
 2. the same command stopped at --interruptions random moments, SIGTERM and SIGKILL at random (a SIGKILL
-   may fall in the middle of a checkpoint write), each time restarted with --resume auto;
+   may fall in the middle of a checkpoint write), sent to its whole process group as Slurm and
+   torchrun send them (the loader workers get them too), each time restarted with --resume auto;
 3. the final snapshots, optimizers, loader positions and RNG states of both compared tensor by tensor.
 
 Prints one JSON line per run and one for the result; --markdown writes the table for RESULTS.md.
@@ -49,7 +50,8 @@ def command(args, data, folder, *extra):
             "--data-list", os.path.join(data, "lists", "train_aug.txt"), "--backbone", "resnet18", "--restore-from",
             "none", "--init", "kaiming", "--input-size", "33,33", "--batch-size", "2", "--labeled-ratio", "0.25",
             "--split-id", "none", "--num-steps", str(args.steps), "--save-pred-every", str(args.save_every),
-            "--num-workers", "1", "--log-every", "50", "--random-mirror", "--checkpoint-dir", folder, *extra]
+            "--num-workers", str(args.num_workers), "--log-every", "50", "--random-mirror",
+            "--checkpoint-dir", folder, *extra]
 
 
 def reference_run(args, data, folder):
@@ -78,7 +80,7 @@ def interrupted_run(args, data, folder, duration, rng):
         attempts += 1
         extra = ["--resume", "auto"] if attempts > 1 else []
         proc = subprocess.Popen(command(args, data, folder, *extra), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
         if len(events) < args.interruptions:
             # at most 1/N of the uninterrupted duration each (0.55/N on average), so that all N stops
             # fall inside the run even though each resume repeats set-up and a SIGKILL loses the
@@ -88,12 +90,13 @@ def interrupted_run(args, data, folder, duration, rng):
                 proc.wait(timeout=wait)
             except subprocess.TimeoutExpired:
                 sig = rng.choice([signal.SIGTERM, signal.SIGKILL])
-                proc.send_signal(sig)
+                os.killpg(proc.pid, sig)  # the trainer and its loader workers
                 code = proc.wait()
                 events.append((signal.Signals(sig).name, round(wait, 1), code))
                 # 143: stopped after saving its state; -15: signalled while it was still setting up
-                if sig == signal.SIGTERM and code not in (143, -signal.SIGTERM):
-                    raise SystemExit(f"SIGTERM gave exit status {code}: {proc.stderr.read()[-2000:]}")
+                errors = proc.stderr.read()
+                if sig == signal.SIGTERM and (code not in (143, -signal.SIGTERM) or "Traceback" in errors):
+                    raise SystemExit(f"SIGTERM gave exit status {code}: {errors[-2000:]}")
                 continue
         proc.wait()
         if proc.returncode != 0:
@@ -139,6 +142,7 @@ def main(argv=None):
     p.add_argument("--save-every", type=int, default=100, help="--save-pred-every of the runs")
     p.add_argument("--interruptions", type=int, default=10)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--num-workers", type=int, default=2, help="loader workers per stream of the runs")
     p.add_argument("--seed", type=int, default=0, help="seed of the moments and signals")
     p.add_argument("--out", required=True, help="folder for the two runs")
     p.add_argument("--markdown", default=None, help="write the result as a RESULTS.md section there")
@@ -161,7 +165,8 @@ def main(argv=None):
         kinds = [e[0] for e in events]
         with open(args.markdown, "w") as f:
             f.write(f"`python benchmarks/bench_endurance.py --steps {args.steps} --interruptions {args.interruptions} "
-                    f"--save-every {args.save_every} --seed {args.seed} --out {args.out}`\n\n"
+                    f"--save-every {args.save_every} --num-workers {args.num_workers} --seed {args.seed} "
+                    f"--out {args.out}`\n\n"
                     f"| run | iterations | wall time | resident memory after warm-up -> end | result |\n"
                     f"|---|---|---|---|---|\n"
                     f"| uninterrupted | {args.steps} | {duration:.0f} s | {first:.0f} MB -> {last:.0f} MB "

@@ -1,6 +1,6 @@
 """The GPU check: every CUDA path exercised and measured in one command, with a one-page report.
 
-    python benchmarks/gpu_check.py --out gpu_check            # on a GPU: under 8 minutes on one H100
+    python benchmarks/gpu_check.py --out gpu_check            # on a GPU: under 8 minutes on one H200
     python benchmarks/gpu_check.py --out /tmp/gc --smoke      # tiny sizes, on a CPU: checks the script
 
 A GPU comes to this project only now and then, for minutes; this script is what to run first then.
@@ -58,11 +58,11 @@ sys.path.insert(0, BENCH_DIR)
 from gpu_check_children import run_child  # noqa: E402
 from gpu_check_report import environment_line, render_log, render_markdown  # noqa: E402
 
-TOTAL_BUDGET_S = 470  # the whole check on one H100, start-up of every process included: under 8 minutes
+TOTAL_BUDGET_S = 470  # the whole check on one H200, start-up of every process included: under 8 minutes
 SMOKE_BUDGET_S = 240  # a safety net only: on a CPU the smoke run takes well under a minute
 MIN_STEP_S = 15       # a step is not started with less than this left of the budget
 
-# Time limit of each step (seconds), and what it should take on one H100, as planned:
+# Time limit of each step (seconds), and what it should take on one H200, as planned:
 LIMITS = {
     "environment": 30,   # ~5 s: import torch, query the card
     "cuda tests": 200,   # ~100 s: 11 tests, ResNet-101 at small crops; 4 trainers x 3 iterations

@@ -100,12 +100,16 @@ def class_names(num_classes, data_dir=None):
 # Where the annotations are (also what data/context_prepare.py looks for)
 
 def three_forms(root):
-    return (f"put one of: (a) the project layout {root}/{IMAGE_DIR}/<id>.jpg + {root}/{MASK_DIR}/<id>.png "
-            f"(values 0..59) + {root}/train.txt and {root}/val.txt; (b) the official full-label release "
-            f"(trainval.tar.gz) as {root}/{MAT_DIR}/<id>.mat with the id lists at {root}/train.txt and "
-            f"{root}/val.txt; (c) the original's mask caches {root}/train.pth and {root}/val.pth "
-            f"(pascal_context_labels.tar.gz) with the images in {root}/{IMAGE_DIR}/; (b) and (c) are "
-            f"converted to (a) once by `python -m data.context prepare --data-dir {root}`")
+    """The three accepted layouts, one per line (the only multi-line error: one line would not read)."""
+    root = root.rstrip("/") or "/"
+    return (f"put one of these layouts in {root}/:\n"
+            f"  (a) the project layout: {IMAGE_DIR}/<id>.jpg, {MASK_DIR}/<id>.png (values 0..59), train.txt, "
+            f"val.txt\n"
+            f"  (b) the official full-label release (trainval.tar.gz): {MAT_DIR}/<id>.mat, with train.txt and "
+            f"val.txt\n"
+            f"  (c) the original's mask caches (pascal_context_labels.tar.gz): train.pth and val.pth, with "
+            f"{IMAGE_DIR}/<id>.jpg\n"
+            f"  (b) and (c) are converted to (a) once by `python -m data.context prepare --data-dir {root}`")
 
 
 def _mat_dir(folder):
@@ -156,7 +160,7 @@ def check_prepared(root, split, list_path=None, list_flag="--data-list"):
     """The split's list path when root is in the project layout; otherwise a UserError that says
     what was found and how to convert it."""
     if not os.path.isdir(root):
-        raise UserError(f"--data-dir {root} does not exist: {three_forms(root)}")
+        raise UserError(f"--data-dir {root} does not exist; {three_forms(root)}")
     converted = os.path.isdir(os.path.join(root, MASK_DIR))
     if list_path and converted and not os.path.isfile(list_path):
         raise UserError(f"{list_flag} {list_path} does not exist")
@@ -169,7 +173,7 @@ def check_prepared(root, split, list_path=None, list_flag="--data-list"):
     elif form == "mat":
         found = f"the full-label release {where}/<id>.mat"
     else:
-        raise UserError(f"--data-dir {root} holds no usable PASCAL-Context data: {three_forms(root)}")
+        raise UserError(f"--data-dir {root} holds no usable PASCAL-Context data; {three_forms(root)}")
     raise UserError(f"--data-dir {root} is not converted yet ({os.path.join(root, MASK_DIR)} or "
                     f"{list_path} is missing); it holds {found}: convert it once with "
                     f"`python -m data.context prepare --data-dir {root}`")

@@ -114,7 +114,7 @@ def prepare(data_dir, source=None, train_ids=None, val_ids=None, images=None, fo
     Returns {split: (number of ids, masks written)}."""
     root = data_dir
     if not os.path.isdir(root):
-        raise UserError(f"--data-dir {root} does not exist: {three_forms(root)}")
+        raise UserError(f"--data-dir {root} does not exist; {three_forms(root)}")
     if images:
         link = os.path.join(root, IMAGE_DIR)
         if not os.path.isdir(images):
@@ -144,11 +144,11 @@ def prepare(data_dir, source=None, train_ids=None, val_ids=None, images=None, fo
                             f"(directly or in {MAT_DIR}/)")
         if problem:
             raise UserError(f"{problem[1]} (id {problem[0]} listed in {root}) does not exist and there is "
-                            f"nothing to convert it from: {three_forms(root)}")
+                            f"nothing to convert it from; {three_forms(root)}")
         if listed:
             log(f"{root} is in the project layout (a) and there is nothing to convert")
             return {s: (len(listed[s]), 0) for s in SPLITS}
-        raise UserError(f"no PASCAL-Context annotations found in {root}: {three_forms(root)}")
+        raise UserError(f"no PASCAL-Context annotations found in {root}; {three_forms(root)}")
     os.makedirs(os.path.join(root, MASK_DIR), exist_ok=True)
     if form == "cache":
         missing = [s for s in SPLITS if s not in where]

@@ -5,6 +5,9 @@ is yielded as (index, key), key = (seed, stream, epoch, position): the dataset s
 augmentation with it. So a run does not depend on the number of workers, and a stream can restart
 exactly at any position of any epoch (resume) without replaying anything.
 """
+import atexit
+import weakref
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
@@ -41,6 +44,15 @@ class SeededEpochSampler(Sampler):
         return -(-len(self.indices) // self.world_size) - self.skip
 
 
+_OPEN = weakref.WeakSet()
+
+
+@atexit.register  # runs before multiprocessing's exit handler, which would wait for the workers
+def _close_open_streams():
+    for stream in list(_OPEN):
+        stream.close()
+
+
 class BatchStream:
     """An endless source of batches: a DataLoader that moves to the next epoch when one ends.
 
@@ -59,6 +71,18 @@ class BatchStream:
             prefetch_factor=2 if num_workers > 0 else None)
         self.epoch, self.taken = 0, 0
         self._iterator = None
+        _OPEN.add(self)
+
+    def close(self):
+        """End the loader's worker processes now (the next batch starts new ones). They ignore stop
+        signals (utils/seeding.py init_worker), so they end when told to: by this, by the run's end,
+        or, for a stream nobody closed, when the interpreter exits."""
+        for iterator in (self._iterator, getattr(self.loader, "_iterator", None)):  # persistent workers
+            shutdown = getattr(iterator, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
+        self._iterator = None
+        self.loader._iterator = None
 
     def __next__(self):
         if self._iterator is None:

@@ -16,6 +16,7 @@ from model import canonical_model_name
 from utils.checkpoint import atomic_write_bytes
 from utils.errors import UserError
 from utils.metrics import confusion_matrix, format_iou_table, mean_iou
+from utils.seeding import init_worker
 from utils.visualize import colorize, montage, overlay
 
 MLMT_THRESHOLD = 0.2  # MLMT probabilities >= 0.2 mean "class present", as the original
@@ -179,8 +180,10 @@ class Validator:
         self.dataset = uint8_batches(validation_dataset(args))
         if images is not None:
             self.dataset = Subset(self.dataset, images(len(self.dataset)))
+        # the training's worker set-up: a stop signal to the job leaves the decision to the main process
         self.loader = DataLoader(self.dataset, batch_size=1, num_workers=args.num_workers, collate_fn=eval_collate,
-                                 pin_memory=env.device.type == "cuda", generator=torch.Generator())
+                                 pin_memory=env.device.type == "cuda", generator=torch.Generator(),
+                                 worker_init_fn=init_worker)
         self.num_classes, self.device, self.precision = args.num_classes, env.device, precision
         self.channels_last = args.channels_last
         self.class_names = spec.class_names(args.num_classes, args.data_dir)

@@ -107,15 +107,16 @@ def epoch_length(stream):
 
 # ---------------------------------------------------------------- models
 def imagenet_trunk(args, env):
-    """--pretrained's trunk weights, or None (random initialisation; a missing file is warned about)."""
+    """--pretrained's trunk weights, or None with --pretrained none (random initialisation). A missing
+    file stops the run: a classifier trained from random weights by mistake is hours lost."""
     if args.pretrained.lower() == "none":
         return None
     state = read_imagenet_weights(args.pretrained, args.backbone)
     if state is None:
         name = IMAGENET_FILES[args.backbone]
-        warn(env, f"--pretrained {args.pretrained} does not exist: student and teacher start from RANDOM "
-                  f"initialisation, not ImageNet as in the paper (download {TORCHVISION_URL.format(name)} "
-                  f"there, or pass --pretrained none to say that random is what you want)")
+        raise UserError(f"--pretrained {args.pretrained} does not exist: download {TORCHVISION_URL.format(name)} "
+                        f"there (pretrained_models/README.md), or pass --pretrained none to start from random "
+                        f"initialisation")
     return state
 
 

@@ -107,6 +107,15 @@ def add_speed_flags(p):
     p.add_argument("--channels-last", action="store_true", help="[new] NHWC memory format (faster convs on GPUs)")
 
 
+def add_resume_flags(p, folder):
+    p.add_argument("--resume", default=None,
+                   help=f"[new] 'auto': continue from {folder}/latest.pth (damaged or missing: from latest.prev.pth; "
+                        f"neither: start fresh); or the path of a latest.pth")
+    p.add_argument("--resume-with-other-flags", action="store_true",
+                   help="[new] resume even where flags that change the computed numbers differ from the saved run's "
+                        "(a warning names them; the run is then not bit-identical to an uninterrupted one)")
+
+
 def train_parser(description, *, batch_size, split_id, checkpoint_dir, input_size_default=(321, 321)):
     """The flags of every segmentation trainer; the script adds its method's own."""
     p = parser(description)
@@ -154,9 +163,7 @@ def train_parser(description, *, batch_size, split_id, checkpoint_dir, input_siz
     p.add_argument("--tensorboard", action="store_true",
                    help="[new] also write the logged scalars, and a prediction montage of the first validation "
                         "images at each snapshot, to TensorBoard (needs the optional tensorboard package)")
-    p.add_argument("--resume", default=None,
-                   help="[new] 'auto': continue from <checkpoint-dir>/latest.pth if present (else start fresh); "
-                        "or the path of a latest.pth")
+    add_resume_flags(p, "<checkpoint-dir>")
     add_speed_flags(p)
     p.add_argument("--sync-bn", action="store_true",
                    help="[new] under torchrun on GPUs, share BN batch statistics across processes "

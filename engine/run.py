@@ -35,14 +35,15 @@ import torch.distributed as dist
 from data import get_dataset
 from engine import setup
 from engine.evaluator import prediction_montage, validation_dataset
-from engine.state import TrainingState, read_training_state
+from engine.state import TrainingState, promote_complete_temporary, read_training_state
 from methods.common import host_values
 from model import SEGMENTERS
 from utils.amp import Precision
 from utils.checkpoint import atomic_torch_save, remove_stale_temporaries
-from utils.distributed import cleanup
+from utils.distributed import all_gather_objects, broadcast_object, cleanup
 from utils.errors import UserError
 from utils.progress import TrainingLog
+from utils.runlock import RunLock
 from utils.schedules import apply_poly_lr
 
 
@@ -56,13 +57,27 @@ class TrainingRun:
         self.args = args
         self.log_dir = log_dir or args.checkpoint_dir
         self.env = setup.start_run(args)
-        if self.env.is_main:  # what a write killed half-way left behind (only our temporary files)
-            for folder in {args.checkpoint_dir, self.log_dir}:
-                removed = remove_stale_temporaries(folder)
-                if removed:
-                    self.say(f"removed {len(removed)} temporary file(s) a killed write left in {folder}: "
-                             f"{', '.join(removed[:3])}")
-        self.resume = read_training_state(args, self.env.world_size, say=self.say)
+        self._lock = RunLock(args.checkpoint_dir, say=self.say)
+        try:
+            self._start(args, streams, split_file, data, batch_sizes, drop_last)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _start(self, args, streams, split_file, data, batch_sizes, drop_last):
+        refused = None
+        if self.env.is_main:
+            try:
+                self._settle_folder(args)
+            except UserError as exc:
+                refused = exc
+        # the others read once the main process has settled the folder, or stop with it
+        message = broadcast_object(self.env, None if refused is None else str(refused))
+        if refused is not None or message is not None:
+            raise refused or UserError(message)
+        if not self.env.is_main:
+            self.resume = read_training_state(args, self.env.world_size, say=self.say, main=False)
+        check_same_start(self.env, self.resume)
         saved_split = self.resume["split"] if self.resume else None
         if data is not None:
             self.dataset, self.split, self.streams = data(args, self.env, saved_split)
@@ -85,11 +100,27 @@ class TrainingRun:
     def __enter__(self):
         return self
 
+    def _settle_folder(self, args):
+        """The main process: take the folder's lock, keep a complete state an interrupted save left,
+        clear what killed writes left half-way, and read the state to resume."""
+        self._lock.acquire()
+        if args.resume == "auto":
+            promote_complete_temporary(args.checkpoint_dir, say=self.say)
+        for folder in {args.checkpoint_dir, self.log_dir}:
+            removed = remove_stale_temporaries(folder)
+            if removed:
+                self.say(f"removed {len(removed)} temporary file(s) a killed write left in {folder}: "
+                         f"{', '.join(removed[:3])}")
+        self.resume = read_training_state(args, self.env.world_size, say=self.say)
+
     def __exit__(self, *exc):
         if self._iterations is not None:
             self._iterations.close()  # restores the signal handlers
         if self._log is not None:
             self._log.close()
+        for stream in getattr(self, "streams", {}).values():
+            stream.close()  # its workers ignore stop signals: they end when told to
+        self._lock.release()
         cleanup(self.env)
         return False
 
@@ -105,7 +136,7 @@ class TrainingRun:
         return model.to(self.env.device).train()
 
     def discriminator(self):
-        return setup.discriminator(self.args, say=self.say).to(self.env.device).train()
+        return setup.discriminator(self.args, restore=self.resume is None, say=self.say).to(self.env.device).train()
 
     def distribute(self, module, sync_bn=False):
         """channels-last if asked, and DistributedDataParallel under torchrun."""
@@ -249,10 +280,10 @@ class TrainingRun:
         try:
             return {name: next(s) for name, s in self.streams.items()}
         except Exception:
-            if stop.signum is None:
+            if stop.signum is None or self.env.distributed:  # no save the other processes did not agree on
                 raise
-            # a signal sent to the whole job also ended the loader's workers: the state after the
-            # last completed iteration is still whole, so save it
+            # a loader's worker ended by a signal of its own (SIGKILL, say) after the stop was asked
+            # for: the state after the last completed iteration is still whole, so save it
             for name, s in self.streams.items():
                 s.load_state_dict(positions[name])
             check_finite_weights(self.models, i - 1)
@@ -310,6 +341,17 @@ class BestCheckpoint:
         self.score = state["score"]
 
 
+def check_same_start(env, resume):
+    """Under torchrun each process reads the state itself: all must start from the same iteration
+    (a --checkpoint-dir that is not one shared folder would give each its own)."""
+    if not env.distributed:
+        return
+    starts = all_gather_objects(env, f"{resume['path']} at iteration {resume['iteration']}" if resume else "fresh")
+    if len(set(s.rsplit(" ", 1)[-1] for s in starts)) > 1:
+        raise UserError(f"the processes would start from different states (by rank: {'; '.join(starts)}): "
+                        f"--checkpoint-dir must be one folder that every process sees")
+
+
 def snapshot_path(checkpoint_dir, iteration, suffix=""):
     return os.path.join(checkpoint_dir, f"VOC_{iteration}{suffix}.pth")
 
@@ -346,8 +388,10 @@ class StopRequested:
             return self.signum is not None
         flag = torch.tensor([self.signum or 0], device=self.env.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        self.signum = int(flag.item()) or None
-        return self.signum is not None
+        agreed = int(flag.item())
+        if agreed:  # never cleared: a signal that arrived during the all-reduce counts at the next one
+            self.signum = agreed
+        return agreed != 0
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():

@@ -51,11 +51,11 @@ def segmenter(args, restore=True, say=print):
     imagenet_file = entry.imagenet_weights.get(args.backbone)
     if restore and entry.load_imagenet and os.path.basename(args.restore_from) == imagenet_file:
         loaded = entry.load_imagenet(model, args.restore_from)
-        if loaded is None:
-            say(f"warning: --restore-from {args.restore_from} does not exist: the {args.backbone} trunk starts "
-                f"from random initialisation (put the ImageNet weights there to reproduce the original)")
-        else:
-            say(f"--restore-from {args.restore_from}: loaded {loaded} ImageNet tensors into the {args.backbone} trunk")
+        if loaded is None:  # the original stops here too: a run from random weights would be hours lost
+            raise UserError(f"--restore-from {args.restore_from} does not exist: put the ImageNet {args.backbone} "
+                            f"weights there (pretrained_models/README.md), or pass --restore-from none to start "
+                            f"from random initialisation")
+        say(f"--restore-from {args.restore_from}: loaded {loaded} ImageNet tensors into the {args.backbone} trunk")
     elif restore and args.restore_from.lower() != "none":
         state = read_state_dict(args.restore_from, "--restore-from")
         loaded, mismatched = load_matching(model, state, args.restore_from)
@@ -66,9 +66,10 @@ def segmenter(args, restore=True, say=print):
     return model
 
 
-def discriminator(args, say=print):
+def discriminator(args, restore=True, say=print):
+    """D; --restore-from-D loaded unless the run resumes (its latest.pth holds D)."""
     model = build_discriminator(args.num_classes)
-    if args.restore_from_D:
+    if restore and args.restore_from_D:
         state = read_state_dict(args.restore_from_D, "--restore-from-D")
         load_exact(model, state, args.restore_from_D, "--restore-from-D")
         say(f"--restore-from-D {args.restore_from_D}: loaded {len(model.state_dict())} tensors")

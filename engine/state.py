@@ -6,7 +6,11 @@ the flags, with a digest of all of it. A resumed run continues exactly where the
 
 Each save moves the previous state to latest.prev.pth first. `--resume auto` checks latest.pth (it
 loads, it is a training state of this project, its digest matches) and, if it is damaged or missing
-while latest.prev.pth is there, resumes from that previous generation with a warning naming both.
+while latest.prev.pth is there, resumes from that previous generation with a warning naming both; a
+damaged latest.pth is then moved aside (latest.damaged.pth, kept for inspection), so that no later
+save rotates it onto the good generation. A save that a crash interrupted after its file was complete
+(between its two renames, say) left the new state in a temporary file: if that file passes the same
+checks and is newer, `--resume auto` makes it latest.pth instead of deleting it.
 """
 import hashlib
 import io
@@ -15,17 +19,20 @@ import os
 import numpy as np
 import torch
 
-from utils.checkpoint import atomic_torch_save
-from utils.distributed import all_gather_objects
+from utils.checkpoint import TEMPORARY, atomic_torch_save
+from utils.distributed import all_gather_objects, barrier
 from utils.errors import UserError
 from utils.seeding import rng_state, set_rng_state
 
 LATEST = "latest.pth"
 PREVIOUS = "latest.prev.pth"  # the generation before latest.pth
+DAMAGED = "latest.damaged.pth"  # a latest.pth that failed the checks, moved aside (then .1, .2, ...)
 FORMAT = "semisup-seg-training-state-1"
 # Flags that may differ on resume: they change where and how fast a run goes, not what it computes.
+# Each one is checked by tests/test_resume_flags.py: a resume that changes it ends bit-identical on CPU.
+# Not among them: --channels-last, which changes a convolution's float rounding.
 HARMLESS_FLAGS = {"num_workers", "device", "gpu", "log_every", "checkpoint_dir", "restore_from",
-                  "restore_from_D", "resume", "save_pred_every", "channels_last", "data_dir",
+                  "restore_from_D", "resume", "resume_with_other_flags", "save_pred_every", "data_dir",
                   "data_list", "split_id",
                   # train_mlmt.py: paths, the ImageNet file (the state holds the weights), printing
                   "val_list", "pkl_file", "pretrained", "exp_name", "output_dir", "verbose",
@@ -100,16 +107,65 @@ def resume_path(args):
     return args.resume
 
 
-def _auto_state(args, say):
-    """--resume auto: latest.pth, else (damaged or missing) the previous generation; None: start fresh."""
+def _iteration_of(path):
+    try:
+        return int(load_state(path)["iteration"])
+    except DamagedState:
+        return -1
+
+
+def promote_complete_temporary(folder, say=print):
+    """The newest complete state a crash left in a temporary file of latest.pth, made latest.pth
+    when it passes load_state's checks (its digest included) and is newer than latest.pth; the
+    latest.pth it replaces becomes latest.prev.pth, as the interrupted save would have done. Returns
+    the promoted iteration, or None. For the main process, before the temporaries are cleared."""
+    if not os.path.isdir(folder):
+        return None
+    latest, previous = os.path.join(folder, LATEST), os.path.join(folder, PREVIOUS)
+    found = []
+    for name in os.listdir(folder):
+        if TEMPORARY.match(name) and name.endswith("-" + LATEST):
+            try:
+                state = load_state(os.path.join(folder, name))
+            except DamagedState:
+                continue  # half-written: cleared with the other temporaries
+            if "digest" in state:
+                found.append((int(state["iteration"]), name))
+    if not found:
+        return None
+    iteration, name = max(found)
+    if os.path.isfile(latest):
+        if _iteration_of(latest) >= iteration:
+            return None
+        os.replace(latest, previous)
+    os.replace(os.path.join(folder, name), latest)
+    say(f"note: a save interrupted after its file was complete left the state of iteration {iteration} in {name}; "
+        f"it passes the checks and is now {latest}")
+    return iteration
+
+
+def move_aside(path):
+    """Rename a damaged latest.pth to latest.damaged.pth (.1, .2, ... if taken); returns the new path."""
+    folder = os.path.dirname(path)
+    for k in range(1000):
+        target = os.path.join(folder, DAMAGED if k == 0 else DAMAGED.replace(".pth", f".{k}.pth"))
+        if not os.path.exists(target):
+            os.replace(path, target)
+            return target
+    raise UserError(f"{folder} holds 1000 damaged states: remove them")
+
+
+def _auto_state(args, say, main=True):
+    """--resume auto: latest.pth, else (damaged or missing) the previous generation; None: start fresh.
+    The main process moves a damaged latest.pth aside when it falls back (the others find it gone)."""
     latest = os.path.join(args.checkpoint_dir, LATEST)
     previous = os.path.join(args.checkpoint_dir, PREVIOUS)
-    problem = None
+    problem = damaged = None
     if os.path.isfile(latest):
         try:
             return latest, load_state(latest)
         except DamagedState as exc:
-            problem = f"{latest}: {exc}"
+            problem, damaged = f"{latest}: {exc}", latest
     elif not os.path.isfile(previous):
         return None, None
     else:
@@ -121,15 +177,17 @@ def _auto_state(args, say):
         state = load_state(previous)
     except DamagedState as exc:
         raise UserError(f"--resume auto: {problem}; the previous generation {previous} too: {exc}") from None
+    if damaged and main:
+        problem += f" (moved aside to {move_aside(damaged)})"
     say(f"warning: {problem}; resuming from the previous generation {previous} (iteration {state['iteration']})")
     return previous, state
 
 
-def read_training_state(args, world_size, say=print):
+def read_training_state(args, world_size, say=print, main=True):
     """Load the state --resume names (weights only, checked) and refuse it if flags that change the
-    run differ."""
+    run differ. Under torchrun the main process reads first (it may move a damaged file aside)."""
     if args.resume == "auto":
-        path, state = _auto_state(args, say)
+        path, state = _auto_state(args, say, main)
         if state is None:
             return None
     else:
@@ -150,11 +208,15 @@ def read_training_state(args, world_size, say=print):
     differences = [f"--{k.replace('_', '-')} {saved.get(k)!r} -> {current.get(k)!r}"
                    for k in sorted(set(saved) & set(current))  # flags added or removed since the run began are not compared
                    if k not in HARMLESS_FLAGS and saved.get(k) != current.get(k)]
-    if state["world_size"] != world_size:
-        differences.append(f"processes {state['world_size']} -> {world_size}")
-    if differences:
+    if state["world_size"] != world_size:  # each process continues its own random numbers: no way round it
+        raise UserError(f"--resume {path} was written by {state['world_size']} processes, this run has "
+                        f"{world_size}: resume with {state['world_size']}")
+    if differences and not getattr(args, "resume_with_other_flags", False):
         raise UserError(f"--resume {path} was written with other flags that change the run: "
-                        f"{'; '.join(differences)}")
+                        f"{'; '.join(differences)} (--resume-with-other-flags to continue all the same)")
+    if differences:
+        say(f"warning: resuming {path} with other flags than it was written with: {'; '.join(differences)}; "
+            f"the run is not the one an uninterrupted run would give")
     state["path"] = path
     return state
 
@@ -173,14 +235,26 @@ class TrainingState:
         self.fingerprint = ids_fingerprint(dataset_ids)
         self.path = os.path.join(args.checkpoint_dir, LATEST)
         self.previous = os.path.join(args.checkpoint_dir, PREVIOUS)
+        self._checked = None  # the identity of the latest.pth known to pass the checks
 
-    def save(self, next_iteration):
+    def _move_aside_if_damaged(self, say):
+        """Before latest.pth is rotated onto latest.prev.pth: unless it is the file this run wrote or
+        resumed from, check it; one that fails the checks is moved aside, and latest.prev.pth kept."""
+        if not os.path.isfile(self.path) or _identity(self.path) == self._checked:
+            return
+        try:
+            load_state(self.path)
+        except DamagedState as exc:
+            say(f"warning: {self.path}: {exc}; moved aside to {move_aside(self.path)}, {self.previous} kept")
+
+    def save(self, next_iteration, say=print):
         # every process's RNG state, gathered as bytes (all_gather_object mishandles tensors)
         buffer = io.BytesIO()
         torch.save(rng_state(), buffer)
         gathered = all_gather_objects(self.env, buffer.getvalue())
         if not self.env.is_main:
-            return
+            barrier(self.env)  # until the main process has written it: a process that exits now could
+            return             # make torchrun stop the main one in the middle of its write
         rng = [torch.load(io.BytesIO(b), weights_only=True) for b in gathered]
         state = {
             "format": FORMAT,
@@ -198,7 +272,10 @@ class TrainingState:
             "args": {k: _plain(v) for k, v in vars(self.args).items()},
         }
         state["digest"] = state_digest(state)
+        self._move_aside_if_damaged(say)
         atomic_torch_save(state, self.path, keep_previous=self.previous)
+        self._checked = _identity(self.path)
+        barrier(self.env)
 
     def restore(self, state):
         """Load everything from a state read by read_training_state; return the next iteration."""
@@ -224,7 +301,15 @@ class TrainingState:
             if k in state["extras"]:  # an extra that a later version added starts afresh
                 e.load_state_dict(state["extras"][k])
         set_rng_state(state["rng"][self.env.rank])
+        if os.path.abspath(state["path"]) == os.path.abspath(self.path):
+            self._checked = _identity(self.path)
         return int(state["iteration"])
+
+
+def _identity(path):
+    """What tells one file from another at one path: a rewrite changes it."""
+    st = os.stat(path)
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _bare(module):

@@ -19,7 +19,7 @@ FULL = 1.0  # the "full" column: every training image labeled (no --labeled-rati
 SEED = 1234  # the trainers' default --random-seed; replicate k of a split-less run uses SEED + k
 
 # The paper's numbers: {method: {fraction: (mIoU, tag)}}. They are secondary quotes of the paper
-# (the README's "Paper numbers"); the tag says how well sourced each is: A = two agreeing sources or
+# (docs/reproducing.md, "The paper's numbers"); the tag says how well sourced each is: A = two agreeing sources or
 # the first author himself, B = one secondary source, C = inferred. Cells nobody quotes are absent.
 PAPER_VOC_IMAGENET = {
     "baseline": {0.02: (48.3, "B"), 0.05: (56.8, "B"), 0.125: (62.0, "B"), FULL: (70.7, "A")},

@@ -7,6 +7,10 @@ from experiments.catalog import METHODS, fraction_label
 from experiments.plan import STATE_TEXT, at_root, exists, state
 from experiments.speed import hours_text, run_hours
 
+# the + MLMT rows' runs train the classifier only: they evaluate the s4GAN runs' snapshots
+RUN_LABELS = {"mlmt": "MLMT classifiers"}
+
+
 def describe(plan, speeds, device, note=None):
     t = plan.table
     methods = ", ".join(f"{METHODS[m][0]} ({METHODS[m][1]})" for m in plan.methods)
@@ -41,6 +45,11 @@ def describe(plan, speeds, device, note=None):
     known = [h * r.gpus for h, r in zip(hours, plan.runs) if h is not None]
     unit = "hours of training on this machine's CPU" if device == "CPU" else f"GPU-hours of training on {device}"
     total = f"about {hours_text(sum(known))} {unit}" if known else "not estimated"
+    by_method = {m: sum(h * r.gpus for h, r in zip(hours, plan.runs) if r.method == m and h is not None)
+                 for m in plan.methods}
+    if known and len(plan.methods) > 1:
+        total += " (" + ", ".join(f"{RUN_LABELS.get(m, METHODS[m][0])} {hours_text(h)}"
+                                  for m, h in by_method.items()) + ")"
     if known and len(known) < len(hours):
         total += f" ({len(hours) - len(known)} runs not estimated)"
     lines.append(f"\nEstimate: {total}; evaluations not counted (minutes each).")

@@ -15,6 +15,7 @@ from experiments.plan import at_root, exists
 
 RESULTS = os.path.join(ROOT, "benchmarks", "RESULTS.md")
 
+
 def device_name():
     """This machine's first GPU (nvidia-smi), else CPU: which benchmark rows apply."""
     if shutil.which("nvidia-smi"):
@@ -42,10 +43,16 @@ def estimate_device(requested=None, rows=()):
     """(the device whose speed the estimate uses, a note or None). --bench-device wins ('cpu': this
     machine's CPU); else this machine's GPU; else the GPU measured last in benchmarks/RESULTS.md, as
     the runs of a table will happen on GPUs, not on the CPU of the machine that plans them."""
-    if requested:
-        return ("CPU" if requested.lower() == "cpu" else requested), None
-    here = device_name()
     gpus = measured_gpus(rows)
+    if requested:
+        if requested.lower() == "cpu":
+            return "CPU", None
+        matching = [g for g in gpus if requested.lower() in g.lower()]
+        if len(matching) != 1:
+            raise UserError(f"--bench-device {requested}: benchmarks/RESULTS.md has rows for "
+                            f"{', '.join(gpus + ['cpu'])} only (for another GPU: --calibrate on it, or --sec-per-iter)")
+        return matching[0], None
+    here = device_name()
     if here != "CPU" or not gpus:
         return here, None
     return gpus[-1], (f"no GPU here: the estimate uses the rows measured on {gpus[-1]} (--bench-device cpu: this "

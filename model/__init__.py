@@ -21,7 +21,7 @@ class Segmenter:
     options: Tuple[str, ...]  # names of the flags (args attributes) the builder takes
     imagenet_weights: Dict[str, str]  # backbone -> ImageNet file name in ./pretrained_models/
     # how the ImageNet file loads: None = the --restore-from rule (copy tensors by name and shape);
-    # else (model, path) -> count, or None when the file is absent (the run then warns and goes on)
+    # else (model, path) -> count, or None when the file is absent (the trainer then stops with an error)
     load_imagenet: Optional[Callable] = None
     # images a training batch needs at least (2: a BatchNorm over pooled features, as DeepLabv3+'s
     # image pooling, cannot normalise one image); its trainers then drop incomplete batches

@@ -31,14 +31,17 @@ def iou_output(out):
     return out.rsplit("\nevaluated ", 1)[0]
 
 
-def expect_error(main, argv, capsys, *fragments):
+def expect_error(main, argv, capsys, *fragments, detail_lines=0):
+    """Exit status 2 and one line `error: ...` holding every fragment; `detail_lines` indented lines
+    may follow it (the PASCAL-Context layouts), and the fragments may be in them."""
     code, _, err = run_main(main, argv, capsys)
-    lines = err.strip().splitlines()
+    lines = err.rstrip().splitlines()
     assert code == 2, err
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert len(lines) == 1 + detail_lines and lines[0].startswith("error: "), err
+    assert all(line.startswith("  ") for line in lines[1:]), err
     for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
+        assert fragment in err, err
+    return err.rstrip()
 
 
 def run_subprocess(args, **kwargs):

@@ -19,6 +19,8 @@ from tests.context_fixture import make_context_mat
 from tests.helpers import expect_error, run_main, run_subprocess, tiny_eval_flags, tiny_train_flags
 from tests.test_mlmt import write_original_layout
 
+CONTEXT_LAYOUT_LINES = 4  # the PASCAL-Context errors list the three layouts and the conversion below their line
+
 
 def files_of(folder):
     """{name: bytes} of a folder: what must not change when a command is refused."""
@@ -80,7 +82,8 @@ def test_wrn38_trainer(city, tmp_path, capsys):
     ckpt = tmp_path / "ck"
     common = ["--dataset", "cityscapes", "--data-dir", city, "--wrn-width-mult", "0.0625", "--input-size", "64,128",
               "--batch-size", "2", "--batch-size-unlab", "2", "--num-workers", "0", "--labeled-ratio", "0.4",
-              "--checkpoint-dir", str(ckpt), "--out", str(tmp_path / "out"), "--num-steps", "1"]
+              "--restore-from", "none", "--checkpoint-dir", str(ckpt), "--out", str(tmp_path / "out"),
+              "--num-steps", "1"]
     assert run_main(train_s4GAN_wrn38.main, common, capsys)[0] == 0
     before = files_of(ckpt)
     for extra, fragments in [
@@ -167,7 +170,7 @@ def test_context_prepare(tmp_path, capsys):
     os.remove(root / "JPEGImages" / "2008_000123.jpg")
     expect_error(data_context.main, ["prepare", "--data-dir", str(root)], capsys, "2008_000123", "does not exist")
     expect_error(data_context.main, ["prepare", "--data-dir", str(tmp_path / "nowhere")], capsys, "--data-dir",
-                 "does not exist")
+                 "does not exist", detail_lines=CONTEXT_LAYOUT_LINES)
 
 
 def test_data_check(voc_root, tmp_path, capsys):
@@ -188,8 +191,9 @@ def test_data_check(voc_root, tmp_path, capsys):
     ["-m", "data.check", "--dataset", "pascal_voc", "--data-dir", "/nowhere/voc"],
 ], ids=lambda a: a[0] if a[0] != "-m" else a[1])
 def test_each_entry_point_as_a_process(argv):
-    """The process itself: exit status 2, one line, no traceback."""
+    """The process itself: exit status 2, one line (the Context layouts follow theirs), no traceback."""
     proc = run_subprocess(argv)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr
+    details = CONTEXT_LAYOUT_LINES if "data.context" in argv else 0
+    assert len(lines) == 1 + details and lines[0].startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr

@@ -212,19 +212,25 @@ def test_nothing_usable_lists_the_three_forms(tmp_path):
     for call in (lambda: prepare(str(tmp_path), log=quiet), lambda: ContextSegmentation(str(tmp_path), "train")):
         with pytest.raises(UserError) as info:
             call()
-        message = str(info.value)
-        assert "\n" not in message
-        for part in ("(a)", "SegmentationClassContext/<id>.png", "(b)", "trainval/<id>.mat", "(c)", "train.pth",
-                     "val.pth", "python -m data.context prepare"):
-            assert part in message
+        lines = str(info.value).splitlines()
+        assert lines[0].endswith(f"put one of these layouts in {tmp_path}/:") and "//" not in str(info.value)
+        for line, parts in zip(lines[1:], (("(a)", "JPEGImages/<id>.jpg", "SegmentationClassContext/<id>.png"),
+                                           ("(b)", "trainval/<id>.mat"), ("(c)", "train.pth", "val.pth"),
+                                           ("(b) and (c)", f"python -m data.context prepare --data-dir {tmp_path}`"))):
+            assert line.startswith("  ") and all(part in line for part in parts), line
+        assert len(lines) == 5
 
 
-def test_cli_errors_are_one_line_and_exit_2(tmp_path, capsys):
+def test_cli_errors_exit_2_with_the_layouts_on_their_own_lines(tmp_path, capsys):
     from utils.errors import run_cli
     with pytest.raises(SystemExit) as info:
         run_cli(ctx.main, ["prepare", "--data-dir", str(tmp_path)])
     err = capsys.readouterr().err
-    assert info.value.code == 2 and err.startswith("error: no PASCAL-Context annotations") and err.count("\n") == 1
+    assert info.value.code == 2 and err.startswith("error: no PASCAL-Context annotations") and err.count("\n") == 5
+    # a --data-dir typed with its trailing slash names the layouts without doubled slashes
+    with pytest.raises(SystemExit):
+        run_cli(ctx.main, ["prepare", "--data-dir", str(tmp_path) + "/"])
+    assert "//" not in capsys.readouterr().err
 
 
 def test_unconverted_data_dir_says_to_run_prepare(tmp_path):

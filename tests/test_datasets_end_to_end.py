@@ -94,4 +94,4 @@ def test_wrong_ignore_label_and_missing_folders_are_named(tmp_path, capsys):
     expect_error(train_full.main, train_flags("cityscapes", str(tmp_path / "nothing"), tmp_path / "ck"), capsys,
                  "gtFine_trainvaltest.zip")
     expect_error(train_full.main, train_flags("pascal_context", str(tmp_path / "nothing"), tmp_path / "ck"), capsys,
-                 "prepare")
+                 "prepare", detail_lines=4)  # the three layouts and the conversion, one per line

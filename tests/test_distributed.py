@@ -176,3 +176,41 @@ def test_without_a_launcher_the_survivor_names_the_rank_that_died(voc_root, tmp_
     errors = [line for line in output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "rank 1 of this run stopped" in errors[0] and "--resume auto" in errors[0]
     assert "Traceback" not in output
+
+
+def wait_for_iterations(ckpt, count, proc, timeout=120):
+    """Until rank 0's metrics.jsonl holds `count` iterations (its output goes to torchrun's log files)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if (ckpt / "metrics.jsonl").is_file() and len((ckpt / "metrics.jsonl").read_text().splitlines()) >= count:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the run did not reach iteration {count} (exit status {proc.poll()})")
+
+
+def test_sigterm_to_the_whole_job_with_loader_workers(voc_root, tmp_path, two_process_reference):
+    """As Slurm pre-empts a torchrun job: SIGTERM to every process of the group, the launcher, the
+    ranks and their loader workers (2 each). Both ranks stop after the same iteration without a
+    traceback (each rank's own output, kept by torchrun in --log-dir), one state holds it, and
+    --resume auto ends bit-identical."""
+    ckpt, logs = tmp_path / "ck", tmp_path / "logs"
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    launcher = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                                 "--log-dir", str(logs), "--redirects", "3", "train_s4GAN.py",
+                                 *two_process_flags(voc_root, ckpt, "--num-workers", "2")],
+                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+    try:
+        wait_for_iterations(ckpt, 3, launcher)
+        os.killpg(launcher.pid, signal.SIGTERM)
+        launcher.communicate(timeout=120)
+    finally:
+        launcher.kill()
+    errors = {rank: next(logs.rglob(f"attempt_0/{rank}/stderr.log")).read_text() for rank in (0, 1)}
+    stopped = [re.findall(r"stopped by signal 15 after iteration (\d+)", errors[rank]) for rank in (0, 1)]
+    assert len(stopped[0]) == 1 and stopped[0] == stopped[1], errors
+    assert not any("Traceback" in text for text in errors.values()), errors
+    assert torch.load(ckpt / "latest.pth", weights_only=True)["iteration"] == int(stopped[0][0]) + 1
+    proc = torchrun("train_s4GAN.py", *two_process_flags(voc_root, ckpt, "--resume", "auto"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_identical(final_state(ckpt), two_process_reference)

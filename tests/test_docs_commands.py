@@ -1,14 +1,19 @@
-"""Every command shown in README.md and docs/*.md runs.
+"""Every command shown in README.md and docs/*.md runs in a fresh copy of the repository.
 
-Each ```bash block's commands run in document order, as typed, in a scratch folder laid out as the
-documents say (./data/voc_dataset/, ./data/voc_list/, ./data/pcontext_dataset/, ./data/city_dataset/,
-./splits/<dataset>/split_0.pkl, mydata/), so that one command's outputs are the next one's inputs
-(the s4GAN run writes the split that train_mlmt.py reads). Only the sizes change: tiny datasets, and
-flags appended after the command's own (argparse keeps the last) for a small backbone, small crops and
-two iterations; a snapshot path named for a long run (VOC_30000.pth) is read as the one the short run
-wrote. The few commands that cannot run in a test are listed in NOT_RUN with the reason.
+The copy holds the repository's tracked files and nothing else; the test adds only what a user would
+download, at the paths the documents give (./data/voc_dataset/, ./data/voc_list/,
+./data/pcontext_dataset/, ./data/city_dataset/, mydata/), never a file the repository ships: the
+commands read the shipped splits/<dataset>/split_0.pkl, so the tiny Context and Cityscapes training
+sets list as many images as the real ones (hard links to a few files). Each ```bash block's commands
+run in document order, as typed, so that one command's outputs are the next one's inputs (the s4GAN
+run writes the split that train_mlmt.py reads). Only the sizes change: flags appended after the
+command's own (argparse keeps the last) for a small backbone, small crops and two iterations; a
+snapshot path named for a long run (VOC_30000.pth) is read as the one the short run wrote. The few
+commands that cannot run in a test are listed in NOT_RUN with the reason.
 """
+import fnmatch
 import glob
+import hashlib
 import os
 import re
 import shlex
@@ -26,7 +31,6 @@ import train_mlmt
 import train_s4GAN
 import train_s4GAN_wrn38
 from data import check as data_check, context as data_context, voc as data_voc
-from data.splits import save_permutation, seeded_permutation
 from data.synthetic import write_dataset
 from tests.city_fixture import make_city
 from tests.context_fixture import label_map, write_images, write_list
@@ -40,6 +44,10 @@ NOT_RUN = {
     "make demo": "the demo itself: tests/test_everyday.py runs demo.main at a tiny size",
     "make test": "the test suite itself (what CI runs)",
     "git clone https://github.com/sud0301/semisup-semseg /path/to/semisup-semseg": "needs the network",
+    "python3 -m venv .venv && . .venv/bin/activate": "the environment the tests already run in",
+    "pip install torch torchvision --index-url https://download.pytorch.org/whl/cu126": "needs the network",
+    "pip install -r requirements.txt": "needs the network (make test installs the same file)",
+    'python -c import torch; print(torch.cuda.get_device_name(0))': "needs a GPU (tests/test_cuda.py)",
     "python -m pytest -m original --original /path/to/semisup-semseg": "needs the authors' checkout (tests/crosscheck/)",
     "make crosscheck ORIGINAL=/path/to/semisup-semseg": "needs the authors' checkout (tests/crosscheck/)",
 }
@@ -50,7 +58,8 @@ SCRIPTS = {  # program -> (main, flags appended for the test's sizes)
     "train_s4GAN.py": (train_s4GAN.main, TINY_SEGMENTATION),
     "train_s4GAN_wrn38.py": (train_s4GAN_wrn38.main, [
         "--wrn-width-mult", "0.0625", "--input-size", "64,128", "--batch-size", "2", "--batch-size-unlab", "2",
-        "--num-steps", "2", "--save-pred-every", "2", "--num-workers", "0", "--val-images", "1"]),
+        "--num-steps", "2", "--save-pred-every", "2", "--num-workers", "0", "--val-images", "1",
+        "--restore-from", "none"]),
     "train_mlmt.py": (train_mlmt.main, [
         "--backbone", "resnet18", "--pretrained", "none", "--image-size", "64", "--batch-size-lab", "2",
         "--batch-size-unlab", "2", "--batch-size-val", "2", "--num-epochs", "1", "--evaluation-epochs", "1",
@@ -60,7 +69,9 @@ SCRIPTS = {  # program -> (main, flags appended for the test's sizes)
     "-m data.voc": (data_voc.main, []),
     "-m data.context": (data_context.main, []),
 }
-SIZES = {"voc": 16, "context": 16, "city": 20}  # training images: 1/8 and 1/10 give two labeled ones
+VOC_IMAGES = 16  # 1/8 gives two labeled images
+# the real training sets' sizes, which the shipped split files are permutations of
+CONTEXT_IMAGES, CITY_IMAGES = 4996, 2975
 
 
 def document_commands():
@@ -76,16 +87,57 @@ def document_commands():
     return out
 
 
-def make_project(root):
-    """The folders the documents name, with tiny datasets in them."""
-    voc = make_voc(os.path.join(root, "data", "voc_dataset"), sizes_train=[(40 + k, 48) for k in range(SIZES["voc"])],
+def tracked_files():
+    """The repository's files as a clone has them: git's list, or without git the tree less what
+    .gitignore names."""
+    try:
+        listing = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+        return sorted(f for f in listing.decode().split("\0") if f and os.path.isfile(os.path.join(ROOT, f)))
+    except (OSError, subprocess.CalledProcessError):
+        patterns = [p.strip().rstrip("/") for p in open(os.path.join(ROOT, ".gitignore")) if p.strip()] + [".git"]
+
+        def ignored(rel):
+            return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(os.path.basename(rel), p) for p in patterns)
+        out = []
+        for folder, dirs, files in os.walk(ROOT):
+            dirs[:] = [d for d in dirs if not ignored(os.path.relpath(os.path.join(folder, d), ROOT))]
+            out += [r for r in (os.path.relpath(os.path.join(folder, f), ROOT) for f in files) if not ignored(r)]
+        return sorted(out)
+
+
+def file_digest(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def fresh_copy(root):
+    for name in tracked_files():
+        os.makedirs(os.path.dirname(os.path.join(root, name)), exist_ok=True)
+        shutil.copy2(os.path.join(ROOT, name), os.path.join(root, name))
+    return root
+
+
+def link_copies(source, targets):
+    """`targets` as hard links to `source` (copies where links are not allowed): thousands of files
+    cost no time and no space."""
+    for target in targets:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copy(source, target)
+
+
+def make_data(root):
+    """What a user downloads, at the documents' paths, made tiny."""
+    voc = make_voc(os.path.join(root, "data", "voc_dataset"), sizes_train=[(40 + k, 48) for k in range(VOC_IMAGES)],
                    sizes_val=((50, 40), (44, 52)))
     os.makedirs(os.path.join(root, "data", "voc_list"))
     for name in ("train_aug.txt", "val.txt"):
         shutil.copy(os.path.join(voc, "lists", name), os.path.join(root, "data", "voc_list", name))
     context = os.path.join(root, "data", "pcontext_dataset")
     rng = np.random.default_rng(0)
-    items = {"train": [(f"2008_{k:06d}", (36, 48)) for k in range(SIZES["context"])],
+    items = {"train": [(f"2008_{k:06d}", (36, 48)) for k in range(8)],
              "val": [("2010_000001", (40, 30)), ("2010_000002", (30, 44))]}
     write_images(context, items["train"] + items["val"])
     os.makedirs(os.path.join(context, "SegmentationClassContext"))
@@ -93,15 +145,20 @@ def make_project(root):
         for name, (h, w) in entries:
             Image.fromarray(map_category_ids(label_map(rng, h, w))).save(
                 os.path.join(context, "SegmentationClassContext", name + ".png"))
-        write_list(os.path.join(context, f"{split}.txt"), [n for n, _ in entries])
-    make_city(os.path.join(root, "data", "city_dataset"), layout="original",
-              cities={"train": {"aachen": 12, "bochum": 8}, "val": {"frankfurt": 2}})
-    for folder, key in (("voc", "voc"), ("pc", "context"), ("city", "city")):
-        os.makedirs(os.path.join(root, "splits", folder))
-        save_permutation(os.path.join(root, "splits", folder, "split_0.pkl"), seeded_permutation(SIZES[key], 0))
+    train = [f"2008_{k:06d}" for k in range(CONTEXT_IMAGES)]
+    for folder, suffix in (("JPEGImages", ".jpg"), ("SegmentationClassContext", ".png")):
+        link_copies(os.path.join(context, folder, train[0] + suffix),
+                    [os.path.join(context, folder, name + suffix) for name in train[8:]])
+    write_list(os.path.join(context, "train.txt"), train)
+    write_list(os.path.join(context, "val.txt"), [n for n, _ in items["val"]])
+    city = make_city(os.path.join(root, "data", "city_dataset"), layout="original",
+                     cities={"train": {"aachen": 12, "bochum": 8}, "val": {"frankfurt": 2}})
+    frames = [f"zurich_{k:06d}_000019" for k in range(CITY_IMAGES - 20)]
+    for folder, suffix in (("leftImg8bit", "_leftImg8bit.png"), ("gtFine_trainvaltest/gtFine", "_gtFine_labelIds.png")):
+        link_copies(os.path.join(city, folder, "train", "aachen", "aachen_000001_000019" + suffix),
+                    [os.path.join(city, folder, "train", "zurich", frame + suffix) for frame in frames])
     mine = os.path.join(root, "mydata")
     write_dataset(mine, num_train=16, num_val=3, seed=0, max_size=48, min_size=40)
-    shutil.copy(os.path.join(mine, "lists", "train_aug.txt"), os.path.join(mine, "lists", "train.txt"))
     extra = [f"extra_{k}" for k in range(3)]
     for name in extra:  # images without a label PNG, for --unlabeled-list
         Image.fromarray(rng.integers(0, 256, (44, 44, 3), dtype=np.uint8)).save(
@@ -138,8 +195,7 @@ def run_command(argv, project, capsys):
     """Run one document command in the project folder; returns (exit status, output)."""
     if argv[0] == "torchrun":  # on 2 CPU cores: 2 processes instead of the document's N
         argv = [a if not a.startswith("--nproc_per_node") else "--nproc_per_node=2" for a in argv[1:]]
-        os.symlink(os.path.join(ROOT, argv[1]), os.path.join(project, argv[1]))
-        env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
+        env = dict(os.environ, PYTHONPATH=project, OMP_NUM_THREADS="1")
         proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", *argv,
                                *SCRIPTS[argv[1]][1]], cwd=project, env=env, capture_output=True, text=True,
                               timeout=300)
@@ -158,16 +214,22 @@ def run_command(argv, project, capsys):
 def test_every_command_of_the_documents_runs(tmp_path, capsys, monkeypatch):
     commands = document_commands()
     assert set(NOT_RUN) <= {c for _, c, _ in commands}, "NOT_RUN lists a command the documents no longer show"
-    project = make_project(str(tmp_path))
+    project = fresh_copy(str(tmp_path))
+    shipped = {f: file_digest(os.path.join(project, f)) for f in tracked_files()}
+    make_data(project)
     monkeypatch.chdir(project)
+    # the defaults that name a shipped file (train_full.py's split) find it in the copy
+    assert os.path.isfile(train_full.get_args_parser().get_default("split_id"))
     ran = 0
     for doc, command, argv in commands:
         if command in NOT_RUN:
             continue
         code, output = run_command(argv, project, capsys)
-        assert code == 0, f"{doc}: `{command}` exited with {code}:\n{output[-2000:]}"
+        assert code == 0, f"{doc}: `{command}` exited with {code}:\n{output[-3000:]}"
         ran += 1
     assert ran >= 20, ran
+    changed = [f for f, digest in shipped.items() if file_digest(os.path.join(project, f)) != digest]
+    assert not changed, f"the test or a command changed files the repository ships: {changed}"
 
 
 def test_the_readme_is_short_and_every_link_resolves():

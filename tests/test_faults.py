@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import train_s4GAN
+from engine.state import DamagedState, load_state
 from model import build_segmenter
 from tests.helpers import ROOT, assert_identical, expect_error, run_main, tiny_eval_flags
 from tests.test_reliability import final_files, s4gan_flags
@@ -72,9 +73,11 @@ def test_a_crash_at_any_stage_of_a_save_keeps_the_last_good_state(voc_root, tmp_
 
 
 @pytest.mark.parametrize("stage", ["written", "synced", "rotated"])
-def test_sigkill_in_the_middle_of_a_save_then_resume(voc_root, tmp_path, reference, stage):
-    """A process killed (SIGKILL) while it writes latest.pth: its half-written temporary file is
-    removed when the run resumes, and the run ends bit-identical."""
+def test_sigkill_in_the_middle_of_a_save_then_resume(voc_root, tmp_path, capsys, reference, stage):
+    """A process killed (SIGKILL) while it writes latest.pth: a half-written temporary file is
+    removed when the run resumes; a complete one (surely after its fsync, or between the two
+    renames, when latest.pth is missing) passes the checks and becomes latest.pth, and the run
+    continues from that newer state. Either way it ends bit-identical."""
     ckpt = tmp_path / "ck"
     env = dict(os.environ, SEMISUP_TEST_FAULT=f"latest.pth:{stage}:kill:2", OMP_NUM_THREADS="2")
     proc = subprocess.run([sys.executable, "train_s4GAN.py", *s4gan_flags(voc_root, ckpt, *STEPS)], cwd=ROOT, env=env,
@@ -84,11 +87,28 @@ def test_sigkill_in_the_middle_of_a_save_then_resume(voc_root, tmp_path, referen
     assert len(left) == 1 and left[0].endswith("-latest.pth"), left  # as large as the state
     assert (ckpt / "latest.pth").is_file() == (stage != "rotated")  # killed between the two renames: missing
     (ckpt / ".tmp-notours").write_text("a file of the user's")  # not of our naming pattern: kept
-    code, out, _ = run_main(train_s4GAN.main, s4gan_flags(voc_root, ckpt, *STEPS, "--resume", "auto"))
-    assert code == 0
+    try:
+        complete = "digest" in load_state(str(ckpt / left[0]))
+    except DamagedState:
+        complete = False
+    assert complete or stage == "written"  # killed before its flush, the file may still be whole
+    code, out, err = run_main(train_s4GAN.main, s4gan_flags(voc_root, ckpt, *STEPS, "--resume", "auto"), capsys)
+    assert code == 0, err
+    assert f"at iteration {5 if complete else 3}" in out  # the second save's state (next iteration 5)
+    assert (f"note: a save interrupted after its file was complete left the state of iteration 5 in {left[0]}"
+            in out) == complete
     assert not [n for n in os.listdir(ckpt) if n.startswith(".tmp-") and n != ".tmp-notours"]
     assert (ckpt / ".tmp-notours").is_file()
     assert_identical(final_files(ckpt, 6), reference)
+
+
+def test_a_malformed_fault_variable_is_one_line(voc_root, tmp_path):
+    env = dict(os.environ, SEMISUP_TEST_FAULT="latest.pth:halfway", OMP_NUM_THREADS="2")
+    proc = subprocess.run([sys.executable, "train_s4GAN.py", *s4gan_flags(voc_root, tmp_path / "ck", *STEPS)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert lines[0].startswith("error: SEMISUP_TEST_FAULT=latest.pth:halfway is not <file name>:<written|")
 
 
 def damage(path, how):
@@ -107,19 +127,23 @@ def damage(path, how):
         f.write(data)
 
 
-@pytest.mark.parametrize("how", ["truncated", "empty", "bit-flipped", "foreign"])
-def test_a_damaged_latest_falls_back_to_the_previous_generation(voc_root, tmp_path, capsys, reference, how):
-    ckpt = tmp_path / "ck"
-
+def stopped_after_two_saves(voc_root, ckpt):
+    """latest.pth (next iteration 5) and latest.prev.pth (3) of a run stopped at its third save."""
     def stop():
         raise RuntimeError("stop")
 
-    checkpoint.set_fault(fault_at("written", stop, nth=3))  # stop the run at its third state save
+    checkpoint.set_fault(fault_at("written", stop, nth=3))
     try:
         with pytest.raises(RuntimeError):
             train_s4GAN.main(s4gan_flags(voc_root, ckpt, *STEPS))
     finally:
         checkpoint.set_fault(None)
+
+
+@pytest.mark.parametrize("how", ["truncated", "empty", "bit-flipped", "foreign"])
+def test_a_damaged_latest_falls_back_to_the_previous_generation(voc_root, tmp_path, capsys, reference, how):
+    ckpt = tmp_path / "ck"
+    stopped_after_two_saves(voc_root, ckpt)
     assert loadable(ckpt / "latest.pth")["iteration"] == 5 and loadable(ckpt / "latest.prev.pth")["iteration"] == 3
     damage(ckpt / "latest.pth", how)
     line = expect_error(train_s4GAN.main, s4gan_flags(voc_root, ckpt, *STEPS, "--resume", str(ckpt / "latest.pth")),
@@ -130,6 +154,51 @@ def test_a_damaged_latest_falls_back_to_the_previous_generation(voc_root, tmp_pa
     warning = next(line for line in out.splitlines() if line.startswith("warning:"))
     assert "latest.pth" in warning and "latest.prev.pth" in warning and "iteration 3" in warning
     assert_identical(final_files(ckpt, 6), reference)
+
+
+def test_a_second_fault_after_a_fallback_keeps_the_good_generation(voc_root, tmp_path, capsys, reference):
+    """latest.pth damaged: the run falls back to latest.prev.pth and moves the damaged file aside.
+    Its first save then crashes right after writing its file (where the rename of the damaged file
+    onto latest.prev.pth would have been): the good generation is still there, and the run ends
+    bit-identical."""
+    ckpt = tmp_path / "ck"
+    stopped_after_two_saves(voc_root, ckpt)
+    damage(ckpt / "latest.pth", "truncated")
+    seen = {}
+
+    def hook(at, path):
+        if os.path.basename(path) == "latest.pth":
+            if seen.get("synced") and at in ("rotated", "renamed"):
+                raise RuntimeError("second fault")
+            seen["synced"] = seen.get("synced") or at == "synced"
+
+    checkpoint.set_fault(hook)
+    try:
+        with pytest.raises(RuntimeError, match="second fault"):
+            train_s4GAN.main(s4gan_flags(voc_root, ckpt, *STEPS, "--resume", "auto"))
+    finally:
+        checkpoint.set_fault(None)
+    out = capsys.readouterr().out
+    assert f"(moved aside to {ckpt / 'latest.damaged.pth'})" in out
+    assert loadable(ckpt / "latest.prev.pth")["iteration"] == 3
+    with pytest.raises(Exception):
+        loadable(ckpt / "latest.damaged.pth")  # kept as it was, for inspection
+    assert run_main(train_s4GAN.main, s4gan_flags(voc_root, ckpt, *STEPS, "--resume", "auto"))[0] == 0
+    assert_identical(final_files(ckpt, 6), reference)
+
+
+def test_a_save_checks_a_latest_it_did_not_write_before_rotating_it(voc_root, tmp_path, capsys):
+    """A fresh run in a folder whose latest.pth is damaged (a run written over): that file is moved
+    aside, not rotated onto latest.prev.pth."""
+    ckpt = tmp_path / "ck"
+    ckpt.mkdir()
+    (ckpt / "latest.pth").write_bytes(b"not a state")
+    argv = s4gan_flags(voc_root, ckpt, "--num-steps", "4", "--save-pred-every", "2")
+    code, out, err = run_main(train_s4GAN.main, argv, capsys)
+    assert code == 0, err
+    assert f"moved aside to {ckpt / 'latest.damaged.pth'}" in out
+    assert (ckpt / "latest.damaged.pth").read_bytes() == b"not a state"
+    assert loadable(ckpt / "latest.prev.pth")["iteration"] == 3 and loadable(ckpt / "latest.pth")["iteration"] == 4
 
 
 def test_both_generations_damaged_is_one_line(voc_root, tmp_path, capsys):
@@ -267,7 +336,7 @@ def test_endurance_benchmark_in_small(tmp_path):
     import argparse
     import random
     from benchmarks import bench_endurance as bench
-    args = argparse.Namespace(steps=24, save_every=4, interruptions=3, threads=2)
+    args = argparse.Namespace(steps=24, save_every=4, interruptions=3, threads=2, num_workers=2)
     data = bench.data_dir_or_synthetic(None, num_train=64, num_val=8, max_size=64)
     duration, samples = bench.reference_run(args, data, str(tmp_path / "reference"))
     assert samples and all(mb > 0 for _, mb in samples)

@@ -21,7 +21,7 @@ import train_full
 import train_s4GAN
 from data.synthetic import write_dataset
 from methods.supervised import SupervisedStep
-from tests.helpers import ROOT
+from tests.helpers import ROOT, expect_error
 from experiments import catalog, running, speed
 from utils.errors import run_cli
 
@@ -48,28 +48,36 @@ def flags(argv):
     return out
 
 
-def readme_blocks():
-    """Every bash block of the README, then of docs/*.md, as (its offset in their concatenation, its
-    commands as argv lists: continuations joined, comments dropped)."""
-    paths = [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
-    text = "\n".join(open(p).read() for p in paths)
-    blocks = []
-    for match in re.finditer(r"```bash\n(.*?)```", text, re.S):
-        lines = match.group(1).replace("\\\n", " ").splitlines()
-        blocks.append((match.start(), [shlex.split(c, comments=True) for c in lines if shlex.split(c, comments=True)]))
-    return text, blocks
+def docs_commands():
+    """Every command of the bash blocks of docs/*.md, as argv lists (continuations joined, comments dropped)."""
+    out = []
+    for path in sorted(glob.glob(os.path.join(ROOT, "docs", "*.md"))):
+        for block in re.findall(r"```bash\n(.*?)```", open(path).read(), re.S):
+            out += [shlex.split(c, comments=True) for c in block.replace("\\\n", " ").splitlines()
+                    if shlex.split(c, comments=True)]
+    return out
 
 
-def readme_commands(heading):
-    """The commands of the README's "Commands (as in the original README)" block of a dataset."""
-    text, blocks = readme_blocks()
-    after = text.index("Commands (as in the original README)", text.index(heading))
-    return next(cmds for start, cmds in blocks if start > after)
+def readme_commands(dataset):
+    """The commands of a dataset in the README's block "The original's commands": those after its
+    comment line (`# PASCAL VOC 2012...`) up to the next dataset's."""
+    text = open(os.path.join(ROOT, "README.md")).read()
+    section = text[text.index("## The original's commands"):]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1).replace("\\\n", " ")
+    groups, current = {}, None
+    for line in block.splitlines():
+        heading = re.match(r"# (PASCAL VOC 2012|PASCAL-Context|Cityscapes)\b", line)
+        if heading:
+            current = groups.setdefault(heading.group(1), [])
+        elif shlex.split(line, comments=True):
+            current.append(shlex.split(line, comments=True))
+    return groups[dataset]
 
 
 def readme_command(script):
-    """The first README command of `script`."""
-    return next(c for _, cmds in readme_blocks()[1] for c in cmds if c[1] == script)
+    """The first command of `script` in the README's "The original's commands", else in docs/ (MLMT's)."""
+    original = [c for dataset in ("PASCAL VOC 2012", "PASCAL-Context", "Cityscapes") for c in readme_commands(dataset)]
+    return next(c for c in original + docs_commands() if c[1] == script)
 
 
 VARYING = {"--checkpoint-dir", "--labeled-ratio", "--split-id", "--restore-from", "--pkl-file", "--exp-name"}
@@ -77,9 +85,9 @@ ADDED = VARYING | {"--resume", "--save-dir", "--random-seed", "--output-dir", "-
 
 
 @pytest.mark.parametrize("table,heading,ratios", [
-    ("voc", "### PASCAL VOC 2012", ["1/50", "1/20", "1/8", "full"]),
-    ("context", "### PASCAL-Context", ["1/8", "1/4", "full"]),
-    ("cityscapes", "### Cityscapes", ["1/8", "1/4", "full"]),
+    ("voc", "PASCAL VOC 2012", ["1/50", "1/20", "1/8", "full"]),
+    ("context", "PASCAL-Context", ["1/8", "1/4", "full"]),
+    ("cityscapes", "Cityscapes", ["1/8", "1/4", "full"]),
 ])
 def test_each_plan_has_the_readme_flags_for_every_fraction_and_split(table, heading, ratios, capsys, monkeypatch):
     monkeypatch.setattr(catalog, "mlmt_available", lambda: False)
@@ -186,8 +194,13 @@ def test_the_estimate_reads_the_benchmark_results(capsys, monkeypatch, tmp_path)
     _, out = plan_of(["--table", "voc", "--ratios", "1/8", "--splits", "0", "--bench-device", "H100", "--",
                       "--amp", "bf16", "--channels-last"], capsys)
     assert "s4GAN: 0.2 s / iteration" in out
-    _, out = plan_of(["--table", "voc", "--ratios", "1/8", "--splits", "0", "--bench-device", "A100"], capsys)
-    assert "no measurement for A100" in out and "not estimated" in out
+    # a device without rows: one line naming those with rows
+    expect_error(reproduce.main, ["--table", "voc", "--bench-device", "A100"], capsys,
+                 "--bench-device A100: benchmarks/RESULTS.md has rows for NVIDIA H100 80GB HBM3, cpu only")
+    # this machine's GPU without rows: the plan says so and estimates nothing
+    monkeypatch.setattr(speed, "device_name", lambda: "NVIDIA A100-SXM4-80GB")
+    _, out = plan_of(["--table", "voc", "--ratios", "1/8", "--splits", "0"], capsys)
+    assert "no measurement for NVIDIA A100-SXM4-80GB" in out and "not estimated" in out
 
 
 def test_without_a_gpu_the_estimate_is_in_gpu_hours_of_the_measured_gpu(capsys, monkeypatch):
@@ -398,3 +411,23 @@ def test_sigint_waits_for_the_child_to_save(fast_dir):
     os.killpg(proc.pid, signal.SIGINT)
     out, _ = proc.communicate(timeout=20)
     assert "child 130" in out and (fast_dir / "state").read_text() == "saved"
+
+
+def test_the_documented_gpu_hours_are_the_plans(capsys, monkeypatch):
+    """docs/reproducing.md's table of GPU-hours is what the plan prints on a machine without a GPU
+    (from the H200 rows of benchmarks/RESULTS.md), row by row."""
+    monkeypatch.setattr(catalog, "mlmt_available", lambda: True)
+    monkeypatch.setattr(speed, "device_name", lambda: "CPU")
+    text = open(os.path.join(ROOT, "docs", "reproducing.md")).read()
+    rows = re.findall(r"^\| `(\w+)`[^|]* \| (fp32|bf16 \+ channels-last) \| ([\d.]+) \| ([\d.]+) \|\s*([\d.]*)\s*\| "
+                      r"([\d.]+) \|$", text, re.M)
+    assert len(rows) == 6
+    bf16 = ["--amp", "bf16", "--channels-last"]
+    for table, precision, *hours in rows:
+        argv = ["--table", table] + (["--mlmt-flags", " ".join(bf16), "--", *bf16] if precision != "fp32" else [])
+        _, out = plan_of(argv, capsys)
+        estimate = re.search(r"^Estimate: about ([\d.]+) GPU-hours of training on NVIDIA H200 \((.*)\);", out, re.M)
+        by_kind = dict(re.findall(r"(DeepLabv2 baseline|s4GAN|MLMT classifiers) ([\d.]+)", estimate.group(2)))
+        planned = [by_kind.get(k, "") for k in ("DeepLabv2 baseline", "s4GAN", "MLMT classifiers")]
+        assert [*planned, estimate.group(1)] == hours, (table, precision)
+        assert abs(sum(float(h) for h in hours[:3] if h) - float(hours[3])) <= 0.15

@@ -128,7 +128,7 @@ def test_factory():
         deeplabv3p_wrn38(3, backbone="resnet101")
 
 
-def _imagenet_file(path, trunk, drop=None):
+def write_imagenet_file(path, trunk, drop=None):
     """A file shaped like the original's wider_resnet38.pth.tar, at the trunk's width."""
     state = {f"module.{k}": v for k, v in trunk.state_dict().items() if k != drop}
     width = trunk.out_channels
@@ -145,7 +145,7 @@ def test_imagenet_weights_load_completely(tmp_path):
     for bn in source.modules():
         if isinstance(bn, nn.BatchNorm2d):  # not the defaults, so that loading is visible
             bn.running_mean.normal_()
-    path = _imagenet_file(tmp_path / "wider_resnet38.pth.tar", source)
+    path = write_imagenet_file(tmp_path / "wider_resnet38.pth.tar", source)
     target = WiderResNet38(TINY)
     count = load_wrn38_imagenet(target, str(path))
     assert count == len(source.state_dict())
@@ -155,7 +155,7 @@ def test_imagenet_weights_load_completely(tmp_path):
 
 
 def test_imagenet_weights_without_num_batches_tracked(tmp_path):
-    path = _imagenet_file(tmp_path / "old.pth.tar", WiderResNet38(TINY))
+    path = write_imagenet_file(tmp_path / "old.pth.tar", WiderResNet38(TINY))
     state = torch.load(path, weights_only=True)
     state["state_dict"] = {k: v for k, v in state["state_dict"].items() if "num_batches_tracked" not in k}
     torch.save(state, path)
@@ -169,10 +169,10 @@ def test_wrong_imagenet_file_is_refused(tmp_path, kind):
         torch.save({"state_dict": torchvision.models.resnet18().state_dict()}, path)
         fragments = ["missing", "mod1.conv1.weight", "unexpected", "conv1.weight"]
     elif kind == "missing":
-        _imagenet_file(path, WiderResNet38(TINY), drop="mod3.block2.convs.conv1.weight")
+        write_imagenet_file(path, WiderResNet38(TINY), drop="mod3.block2.convs.conv1.weight")
         fragments = ["1 missing (mod3.block2.convs.conv1.weight)"]
     else:
-        _imagenet_file(path, WiderResNet38(TINY * 2))
+        write_imagenet_file(path, WiderResNet38(TINY * 2))
         fragments = ["of another shape", "mod1.conv1.weight (file (8, 3, 3, 3), model (4, 3, 3, 3))"]
     with pytest.raises(UserError) as error:
         load_wrn38_imagenet(WiderResNet38(TINY), str(path))

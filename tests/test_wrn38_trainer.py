@@ -9,6 +9,7 @@ import train_s4GAN_wrn38
 from model import build_segmenter
 from tests.city_fixture import make_city
 from tests.helpers import crash_at, expect_error, run_main
+from tests.test_wrn38 import write_imagenet_file
 from utils.optim import segmenter_optimizer
 
 TINY = "0.0625"
@@ -23,7 +24,8 @@ def city(tmp_path_factory):
 def flags(city, tmp_path, *extra):
     return ["--dataset", "cityscapes", "--data-dir", city, "--wrn-width-mult", TINY, "--input-size", "64,128",
             "--batch-size", "2", "--batch-size-unlab", "2", "--num-workers", "0", "--labeled-ratio", "0.4",
-            "--val-images", "1", "--checkpoint-dir", str(tmp_path / "ck"), "--out", str(tmp_path / "out"), *extra]
+            "--val-images", "1", "--restore-from", "none", "--checkpoint-dir", str(tmp_path / "ck"),
+            "--out", str(tmp_path / "out"), *extra]
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +43,23 @@ def test_defaults_of_the_wrn_trainer():
                                                                                         1000, 8)
     assert args.restore_from.endswith("wider_resnet38.pth.tar")  # not the ResNet-101 file
     assert args.context_train_mean == "reversed" and args.out == "result"
+
+
+def test_a_missing_imagenet_file_stops_the_run(city, tmp_path, capsys, monkeypatch):
+    """The default ImageNet file absent: one error naming it and the way out, and no run; the
+    original's torch.load fails there too, rather than training from random weights for hours."""
+    monkeypatch.chdir(tmp_path)
+    argv = flags(city, tmp_path)
+    del argv[argv.index("--restore-from"):argv.index("--restore-from") + 2]
+    expect_error(train_s4GAN_wrn38.main, argv, capsys, "--restore-from ./pretrained_models/wider_resnet38.pth.tar "
+                 "does not exist", "pretrained_models/README.md", "--restore-from none")
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # nothing written
+    (tmp_path / "pretrained_models").mkdir()
+    trunk = build_segmenter("wrn38", 19, "deeplabv3p_wrn38", wrn_width_mult=float(TINY)).backbone
+    write_imagenet_file(tmp_path / "pretrained_models" / "wider_resnet38.pth.tar", trunk)
+    code, out, err = run_main(train_s4GAN_wrn38.main, argv + ["--num-steps", "1", "--val-every", "5"], capsys)
+    assert code == 0, err
+    assert f"loaded {len(trunk.state_dict())} ImageNet tensors into the wrn38 trunk" in out
 
 
 def test_validation_protocols_by_hand():

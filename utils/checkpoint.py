@@ -34,13 +34,26 @@ def set_fault(hook):
     _fault = hook
 
 
+def _fault_spec():
+    """SEMISUP_TEST_FAULT as (file name, stage, action, n-th write), or None; malformed: one line."""
+    spec = os.environ.get("SEMISUP_TEST_FAULT")
+    if not spec:
+        return None
+    parts = spec.split(":")
+    if (len(parts) not in (3, 4) or parts[1] not in STAGES or parts[2] not in ("kill", "raise", "enospc", "eio")
+            or (len(parts) == 4 and not parts[3].isdigit())):
+        raise UserError(f"SEMISUP_TEST_FAULT={spec} is not <file name>:<{'|'.join(STAGES)}>:<kill|raise|enospc|eio>"
+                        f"[:<n-th write>] (a variable for tests: unset it)")
+    return parts[0], parts[1], parts[2], int(parts[3]) if len(parts) == 4 else 1
+
+
 def _stage(stage, path):
     if _fault is not None:
         _fault(stage, path)
-    spec = os.environ.get("SEMISUP_TEST_FAULT")
+    spec = _fault_spec()
     if spec:
-        name, at, action, *nth = spec.split(":")
-        if name == os.path.basename(path) and at == stage and _writes.get(path, 0) == int((nth or [1])[0]):
+        name, at, action, nth = spec
+        if name == os.path.basename(path) and at == stage and _writes.get(path, 0) == nth:
             if action == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
             codes = {"enospc": errno.ENOSPC, "eio": errno.EIO}

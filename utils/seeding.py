@@ -15,13 +15,27 @@ def seed_everything(seed):
 def init_worker(worker_id):
     """DataLoader worker_init_fn: python/numpy seeded from torch's per-worker seed (base seed + id).
 
-    Workers ignore SIGINT: Ctrl-C reaches the whole process group, and the main process decides
-    when to stop (after saving its state). SIGTERM keeps its default: the loader uses it to end
-    workers that do not stop by themselves."""
+    Ctrl-C, Slurm's pre-emption and torchrun's shutdown signal the whole process group; the main
+    process decides when to stop (after the current iteration, with its state saved), and a worker
+    ended by the signal would instead fail the loader in the middle of that iteration. So workers
+    ignore SIGINT, and SIGTERM for WORKER_GRACE_S: the main process ends them before then
+    (BatchStream.close, or the loader at the end of its epoch), and they exit by themselves when it
+    is gone. The grace period only bounds a case nothing ends them in; SIGKILL still ends them."""
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _end_after_grace)
+
+
+WORKER_GRACE_S = 600
+
+
+def _end_after_grace(signum, frame):
+    """A loader worker's SIGTERM: SIGALRM (whose default ends the process) after WORKER_GRACE_S."""
+    remaining = signal.alarm(WORKER_GRACE_S)
+    if remaining:  # an earlier SIGTERM's alarm was running: keep its time
+        signal.alarm(remaining)
 
 
 def rng_state():

@@ -37,8 +37,8 @@ def test_s4gan_cityscapes_wrn38(original, module_tmp, report):
     Validator.__call__ = lambda self, model: confusions.append(real_validator(self, model)) or confusions[-1]
     try:
         with ours.recording():
-            train_s4GAN_wrn38.main(with_our_flags("train_s4GAN_wrn38", argv + [
-                "--checkpoint-dir", str(folder / "ours"), "--out", str(folder / "ours_out")]))
+            train_s4GAN_wrn38.main(with_our_flags("train_s4GAN_wrn38", argv + [  # theirs: our initial trunk
+                "--restore-from", "none", "--checkpoint-dir", str(folder / "ours"), "--out", str(folder / "ours_out")]))
     finally:
         Validator.__call__ = real_validator
     trunk = {k[len("backbone."):]: v for k, v in ours.initial["S"].items() if k.startswith("backbone.")}
