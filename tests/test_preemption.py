@@ -1,5 +1,6 @@
 """Pre-emption as clusters deliver it (a stop signal to the whole process group, loader workers
 included) and one run per checkpoint folder (run.lock)."""
+import argparse
 import json
 import os
 import re
@@ -12,10 +13,11 @@ import pytest
 import torch
 
 import train_s4GAN
-from engine import run as run_module
+from engine import run as run_module, state as state_module
 from tests.helpers import ROOT, assert_identical, expect_error, run_main
 from tests.test_distributed import run_until
 from tests.test_reliability import s4gan_flags
+from utils.amp import Precision
 from utils.distributed import Env
 from utils.errors import UserError
 from utils.runlock import NAME as LOCK
@@ -139,3 +141,18 @@ def test_a_signal_that_arrives_during_the_agreement_is_not_lost(monkeypatch):
     monkeypatch.setattr(run_module.dist, "all_reduce", all_reduce)
     assert not stop.requested()
     assert stop.requested() and stop.signum == signal.SIGTERM
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_the_other_processes_leave_a_save_only_once_the_main_one_has_written_it(tmp_path, monkeypatch, rank):
+    """Under torchrun a process that left save() at once could exit (after a stop) and make the
+    launcher stop the main process in the middle of its write: every process meets at a barrier,
+    the main one only once latest.pth is in place."""
+    events = []
+    monkeypatch.setattr(state_module, "all_gather_objects", lambda env, obj: [obj, obj])
+    monkeypatch.setattr(state_module, "barrier", lambda env: events.append((tmp_path / "latest.pth").is_file()))
+    cpu = torch.device("cpu")
+    state = state_module.TrainingState(argparse.Namespace(checkpoint_dir=str(tmp_path)), Env(cpu, rank, 2, 0),
+                                       {"model": torch.nn.Linear(2, 2)}, {}, Precision("off", cpu), {}, None, ["a", "b"])
+    state.save(1)
+    assert events == [rank == 0]  # one barrier; the main process's after its file exists
