@@ -44,6 +44,13 @@ class SeededEpochSampler(Sampler):
         return -(-len(self.indices) // self.world_size) - self.skip
 
 
+def end_workers(iterator):
+    """Tell a DataLoader iterator's workers to end and wait for them (nothing for one without)."""
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+
+
 _OPEN = weakref.WeakSet()
 
 
@@ -77,10 +84,8 @@ class BatchStream:
         """End the loader's worker processes now (the next batch starts new ones). They ignore stop
         signals (utils/seeding.py init_worker), so they end when told to: by this, by the run's end,
         or, for a stream nobody closed, when the interpreter exits."""
-        for iterator in (self._iterator, getattr(self.loader, "_iterator", None)):  # persistent workers
-            shutdown = getattr(iterator, "_shutdown_workers", None)
-            if shutdown is not None:
-                shutdown()
+        end_workers(self._iterator)
+        end_workers(getattr(self.loader, "_iterator", None))  # persistent workers
         self._iterator = None
         self.loader._iterator = None
 

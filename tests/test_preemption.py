@@ -156,3 +156,20 @@ def test_the_other_processes_leave_a_save_only_once_the_main_one_has_written_it(
                                        {"model": torch.nn.Linear(2, 2)}, {}, Precision("off", cpu), {}, None, ["a", "b"])
     state.save(1)
     assert events == [rank == 0]  # one barrier; the main process's after its file exists
+
+
+def test_a_stream_nobody_closed_does_not_keep_the_process_from_exiting():
+    """A stream's workers ignore stop signals and persist between epochs; at exit, multiprocessing
+    signals them and waits. A stream the program never closed is closed before that wait (without
+    it, this process waits out the workers' 10-minute grace period)."""
+    script = ("import numpy as np\n"
+              "from data.sampler import BatchStream, SeededEpochSampler\n"
+              "from utils.seeding import init_worker\n"
+              "class Items:\n"
+              "    def __len__(self): return 64\n"
+              "    def __getitem__(self, item): return item[0]\n"
+              "stream = BatchStream(Items(), SeededEpochSampler(np.arange(64), 0, 0), 2, num_workers=2,\n"
+              "                     worker_init_fn=init_worker)\n"
+              "print(next(stream).tolist())\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith("["), proc.stderr[-2000:]
