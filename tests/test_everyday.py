@@ -1,4 +1,4 @@
-"""The synthetic dataset, the demo, progress output, plots, montages, custom folders, --help (issue 6)."""
+"""The synthetic dataset, the demo, progress output, plots, montages, custom folders, --help."""
 import argparse
 import io
 import os

@@ -248,7 +248,7 @@ def test_unknown_step_is_a_usage_error(capsys):
 
 def test_profile_summary_merges_a_parts_host_range_with_its_gpu_span():
     """On a GPU each labelled part comes twice (host range, GPU span); the GPU's busy time counts
-    kernels only, not the spans around them (the first H200 report counted both: 126% busy)."""
+    kernels only, not the spans around them (counting both once reported 126% busy)."""
     from types import SimpleNamespace as Event
 
     def event(key, device, count=1, cpu=0.0, device_total=0.0, device_self=0.0):

@@ -1,4 +1,4 @@
-"""The MLMT branch (issue 12): image-level labels, the objective's pieces, the output files, the
+"""The MLMT branch: image-level labels, the objective's pieces, the output files, the
 labeled split shared with the segmenter, evaluate.py --with-mlmt end to end, exact resume."""
 import json
 import os

@@ -1,4 +1,4 @@
-"""Reproducible runs, exact resume, atomic writes, untrusted files, bad input (issue 4)."""
+"""Reproducible runs, exact resume, atomic writes, untrusted files, bad input."""
 import os
 import pickle
 import signal

@@ -1,4 +1,4 @@
-"""reproduce.py (issue 14): the plans against the original README's commands, job scripts, a
+"""reproduce.py: the plans against the original README's commands, job scripts, a
 miniature table run end to end, --collect, and a stopped sweep that resumes."""
 import glob
 import os
