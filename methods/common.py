@@ -29,11 +29,6 @@ def host_values(iteration, values):
     return out
 
 
-def losses_to_floats(iteration, losses):
-    """One host transfer per step: the values as floats; a NaN/Inf stops the run naming the term."""
-    return host_values(iteration, losses)
-
-
 def defer_reads(device):
     """Whether a step on `device` keeps its values there (see the module's note): on accelerators."""
     return device.type != "cpu"

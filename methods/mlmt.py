@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from data.device_views import unlabeled_views
 from data.multilabel import normalize_images
-from methods.common import losses_to_floats
+from methods.common import host_values
 from utils.tensors import images_to_device
 
 BIN_THRESHOLD = 0.5  # the _bin_ files and the accuracy printout
@@ -141,7 +141,7 @@ class MLMTStep:
 
         w_cons = consistency_weight(epoch, self.burn_in_epochs, self.num_epochs, self.w_cons)
         loss = loss_class + w_cons * loss_cons
-        values = losses_to_floats(iteration, {"loss": loss, "loss_class": loss_class, "loss_cons": loss_cons})
+        values = host_values(iteration, {"loss": loss, "loss_class": loss_class, "loss_cons": loss_cons})
         self.precision.backward(loss)
         self.precision.step(self.optimizer)
         update_ema(self.teacher, self.student_params, ema_alpha(iteration + 1, self.ema_decay))
