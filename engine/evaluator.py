@@ -14,6 +14,7 @@ from data import get_dataset
 from utils.tensors import upsample
 from model import canonical_model_name
 from utils.checkpoint import atomic_write_bytes
+from utils.distributed import bare
 from utils.errors import UserError
 from utils.metrics import confusion_matrix, format_iou_table, mean_iou
 from utils.seeding import init_worker
@@ -220,7 +221,7 @@ def validation_dataset(args):
 def prediction_montage(model, dataset, palette, device, count=4):
     """The montage of the first `count` images of `dataset`, predicted by `model` (put back in train
     mode afterwards)."""
-    model = getattr(model, "module", model)
+    model = bare(model)
     predictions = []
     for collated in DataLoader(Subset(dataset, range(min(count, len(dataset)))), batch_size=1, collate_fn=eval_collate,
                                generator=torch.Generator()):  # not the global generator: dropout's

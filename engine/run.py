@@ -40,7 +40,7 @@ from methods.common import host_values
 from model import SEGMENTERS
 from utils.amp import Precision
 from utils.checkpoint import atomic_torch_save, remove_stale_temporaries
-from utils.distributed import all_gather_objects, broadcast_object, cleanup
+from utils.distributed import all_gather_objects, bare, broadcast_object, cleanup
 from utils.errors import UserError
 from utils.progress import TrainingLog
 from utils.runlock import RunLock
@@ -314,7 +314,7 @@ class TrainingRun:
     def _save_snapshots(self, i):
         for name, module in self.models.items():
             suffix = "" if name == "model" else f"_{name}"
-            atomic_torch_save(getattr(module, "module", module).state_dict(),
+            atomic_torch_save(bare(module).state_dict(),
                               snapshot_path(self.args.checkpoint_dir, i, suffix))
 
 
@@ -331,7 +331,7 @@ class BestCheckpoint:
             return False
         self.score = score
         if self.env.is_main:
-            atomic_torch_save(getattr(module, "module", module).state_dict(), self.path)
+            atomic_torch_save(bare(module).state_dict(), self.path)
         return True
 
     def state_dict(self):

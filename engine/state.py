@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from utils.checkpoint import TEMPORARY, atomic_torch_save
-from utils.distributed import all_gather_objects, barrier
+from utils.distributed import all_gather_objects, bare, barrier
 from utils.errors import UserError
 from utils.seeding import rng_state, set_rng_state
 
@@ -259,8 +259,8 @@ class TrainingState:
         state = {
             "format": FORMAT,
             "iteration": next_iteration,
-            "model": _bare(self.modules["model"]).state_dict(),
-            "modules": {k: _bare(m).state_dict() for k, m in self.modules.items() if k != "model"},
+            "model": bare(self.modules["model"]).state_dict(),
+            "modules": {k: bare(m).state_dict() for k, m in self.modules.items() if k != "model"},
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "scaler": self.precision.scaler.state_dict(),
             "streams": {k: s.state_dict() for k, s in self.streams.items()},
@@ -282,10 +282,10 @@ class TrainingState:
         if state["dataset"] != self.fingerprint:
             raise UserError(f"--resume {state['path']}: the training list differs from the one the run "
                             f"started with")
-        _bare(self.modules["model"]).load_state_dict(state["model"])
+        bare(self.modules["model"]).load_state_dict(state["model"])
         for k, m in self.modules.items():
             if k != "model":
-                _bare(m).load_state_dict(state["modules"][k])
+                bare(m).load_state_dict(state["modules"][k])
         for k, o in self.optimizers.items():
             # the learning-rate multipliers are the model's, whatever a saved state says
             multipliers = [g.get("lr_mult") for g in o.param_groups]
@@ -310,7 +310,3 @@ def _identity(path):
     """What tells one file from another at one path: a rewrite changes it."""
     st = os.stat(path)
     return st.st_ino, st.st_size, st.st_mtime_ns
-
-
-def _bare(module):
-    return module.module if hasattr(module, "module") else module

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from data.device_views import unlabeled_views
 from data.multilabel import normalize_images
 from methods.common import host_values
+from utils.distributed import bare
 from utils.tensors import images_to_device
 
 BIN_THRESHOLD = 0.5  # the _bin_ files and the accuracy printout
@@ -108,7 +109,7 @@ class MLMTStep:
     def __init__(self, student, teacher, optimizer, precision, *, num_epochs, burn_in_epochs, w_cons, ema_decay,
                  device, channels_last=False, augment_on_device=False):
         self.student, self.teacher, self.optimizer, self.precision = student, teacher, optimizer, precision
-        self.student_params = getattr(student, "module", student)  # the EMA reads the bare student
+        self.student_params = bare(student)  # the EMA reads the bare student
         self.num_epochs, self.burn_in_epochs, self.w_cons, self.ema_decay = num_epochs, burn_in_epochs, w_cons, ema_decay
         self.device, self.channels_last, self.augment_on_device = device, channels_last, augment_on_device
         self.meters = EpochMeters()

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from methods import common
+from utils.distributed import bare
 from utils.tensors import images_to_device, labels_to_device, set_requires_grad, upsample
 from utils.losses import masked_cross_entropy, one_hot
 
@@ -115,7 +116,7 @@ class S4GANStep:
         if d_real_norm not in ("labeled", "own"):
             raise ValueError(f"d_real_norm must be 'labeled' or 'own', got {d_real_norm!r}")
         self.model, self.model_d = model, model_d
-        self.model_d_without_ddp = getattr(model_d, "module", model_d)
+        self.model_d_without_ddp = bare(model_d)
         self.optimizer, self.optimizer_d, self.precision = optimizer, optimizer_d, precision
         self.num_classes, self.ignore_label, self.input_size = num_classes, ignore_label, input_size
         self.lambda_fm, self.lambda_st, self.threshold_st = lambda_fm, lambda_st, threshold_st

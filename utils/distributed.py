@@ -58,6 +58,11 @@ def init_environment(device_flag="auto", gpu=0):
     return Env(device, rank, world_size, local_rank)
 
 
+def bare(module):
+    """The module a DistributedDataParallel wraps (any other module is returned as it is)."""
+    return getattr(module, "module", module)
+
+
 def barrier(env):
     if env.distributed:
         dist.barrier()
