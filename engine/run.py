@@ -346,9 +346,10 @@ def check_same_start(env, resume):
     (a --checkpoint-dir that is not one shared folder would give each its own)."""
     if not env.distributed:
         return
-    starts = all_gather_objects(env, f"{resume['path']} at iteration {resume['iteration']}" if resume else "fresh")
-    if len(set(s.rsplit(" ", 1)[-1] for s in starts)) > 1:
-        raise UserError(f"the processes would start from different states (by rank: {'; '.join(starts)}): "
+    starts = all_gather_objects(env, int(resume["iteration"]) if resume else None)
+    if len(set(starts)) > 1:
+        by_rank = ", ".join("fresh" if s is None else f"iteration {s}" for s in starts)
+        raise UserError(f"the processes would start from different states (by rank: {by_rank}): "
                         f"--checkpoint-dir must be one folder that every process sees")
 
 

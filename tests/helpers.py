@@ -1,6 +1,8 @@
 """Running the scripts from tests, in-process (fast) or as a real subprocess."""
 import contextlib
+import fnmatch
 import os
+import shutil
 import subprocess
 import sys
 
@@ -101,3 +103,29 @@ def assert_identical(a, b):
             assert_identical(x, y)
     else:
         assert a == b or (a != a and b != b)
+
+
+def tracked_files():
+    """The repository's files as a clone has them: git's list, or without git the tree less what
+    .gitignore names."""
+    try:
+        listing = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+        return sorted(f for f in listing.decode().split("\0") if f and os.path.isfile(os.path.join(ROOT, f)))
+    except (OSError, subprocess.CalledProcessError):
+        patterns = [p.strip().rstrip("/") for p in open(os.path.join(ROOT, ".gitignore")) if p.strip()] + [".git"]
+
+        def ignored(rel):
+            return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(os.path.basename(rel), p) for p in patterns)
+        out = []
+        for folder, dirs, files in os.walk(ROOT):
+            dirs[:] = [d for d in dirs if not ignored(os.path.relpath(os.path.join(folder, d), ROOT))]
+            out += [r for r in (os.path.relpath(os.path.join(folder, f), ROOT) for f in files) if not ignored(r)]
+        return sorted(out)
+
+
+def copy_repository(folder):
+    """The repository's tracked files copied into `folder` (what a fresh clone holds); returns it."""
+    for name in tracked_files():
+        os.makedirs(os.path.dirname(os.path.join(folder, name)), exist_ok=True)
+        shutil.copy2(os.path.join(ROOT, name), os.path.join(folder, name))
+    return folder

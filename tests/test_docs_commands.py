@@ -11,7 +11,6 @@ command's own (argparse keeps the last) for a small backbone, small crops and tw
 snapshot path named for a long run (VOC_30000.pth) is read as the one the short run wrote. The few
 commands that cannot run in a test are listed in NOT_RUN with the reason.
 """
-import fnmatch
 import glob
 import hashlib
 import os
@@ -34,7 +33,7 @@ from data import check as data_check, context as data_context, voc as data_voc
 from data.synthetic import write_dataset
 from tests.city_fixture import make_city
 from tests.context_fixture import label_map, write_images, write_list
-from tests.helpers import ROOT, run_main
+from tests.helpers import ROOT, copy_repository, run_main, tracked_files
 from tests.voc_fixture import make_voc
 from data.context import map_category_ids
 
@@ -87,34 +86,9 @@ def document_commands():
     return out
 
 
-def tracked_files():
-    """The repository's files as a clone has them: git's list, or without git the tree less what
-    .gitignore names."""
-    try:
-        listing = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
-        return sorted(f for f in listing.decode().split("\0") if f and os.path.isfile(os.path.join(ROOT, f)))
-    except (OSError, subprocess.CalledProcessError):
-        patterns = [p.strip().rstrip("/") for p in open(os.path.join(ROOT, ".gitignore")) if p.strip()] + [".git"]
-
-        def ignored(rel):
-            return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(os.path.basename(rel), p) for p in patterns)
-        out = []
-        for folder, dirs, files in os.walk(ROOT):
-            dirs[:] = [d for d in dirs if not ignored(os.path.relpath(os.path.join(folder, d), ROOT))]
-            out += [r for r in (os.path.relpath(os.path.join(folder, f), ROOT) for f in files) if not ignored(r)]
-        return sorted(out)
-
-
 def file_digest(path):
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
-
-
-def fresh_copy(root):
-    for name in tracked_files():
-        os.makedirs(os.path.dirname(os.path.join(root, name)), exist_ok=True)
-        shutil.copy2(os.path.join(ROOT, name), os.path.join(root, name))
-    return root
 
 
 def link_copies(source, targets):
@@ -214,7 +188,7 @@ def run_command(argv, project, capsys):
 def test_every_command_of_the_documents_runs(tmp_path, capsys, monkeypatch):
     commands = document_commands()
     assert set(NOT_RUN) <= {c for _, c, _ in commands}, "NOT_RUN lists a command the documents no longer show"
-    project = fresh_copy(str(tmp_path))
+    project = copy_repository(str(tmp_path))
     shipped = {f: file_digest(os.path.join(project, f)) for f in tracked_files()}
     make_data(project)
     monkeypatch.chdir(project)

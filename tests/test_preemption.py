@@ -121,12 +121,11 @@ def test_a_stale_lock_on_this_host_is_taken_over_and_every_run_releases_its_own(
 
 def test_processes_that_would_start_from_different_states_stop(monkeypatch):
     env = Env(torch.device("cpu"), 0, 2, 0)
-    monkeypatch.setattr(run_module, "all_gather_objects",
-                        lambda env, text: ["ck/latest.pth at iteration 5", "ck/latest.pth at iteration 3"])
-    with pytest.raises(UserError, match=r"different states \(by rank: ck/latest.pth at iteration 5; ck/latest.pth "
-                                        r"at iteration 3\): --checkpoint-dir must be one folder"):
+    monkeypatch.setattr(run_module, "all_gather_objects", lambda env, start: [5, None])
+    with pytest.raises(UserError, match=r"different states \(by rank: iteration 5, fresh\): --checkpoint-dir must "
+                                        r"be one folder"):
         run_module.check_same_start(env, {"path": "ck/latest.pth", "iteration": 5})
-    monkeypatch.setattr(run_module, "all_gather_objects", lambda env, text: [text, text])
+    monkeypatch.setattr(run_module, "all_gather_objects", lambda env, start: [start, start])
     run_module.check_same_start(env, {"path": "ck/latest.pth", "iteration": 5})
 
 

@@ -17,6 +17,9 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+from tests.helpers import copy_repository  # noqa: E402
 
 # (name, kind of comparison, test id, our flags or None, (file, old line, new line) or None, what must differ)
 DEMONSTRATIONS = [
@@ -72,11 +75,7 @@ DEMONSTRATIONS = [
 def copy_with_change(change):
     """A temporary copy of the repository's tracked files with one change (a replaced text)."""
     path, old, new = change
-    folder = tempfile.mkdtemp(prefix="semisup-demo-")
-    files = subprocess.run(["git", "-C", ROOT, "ls-files"], capture_output=True, text=True, check=True).stdout.split()
-    for rel in files:
-        os.makedirs(os.path.join(folder, os.path.dirname(rel)), exist_ok=True)
-        shutil.copy2(os.path.join(ROOT, rel), os.path.join(folder, rel))
+    folder = copy_repository(tempfile.mkdtemp(prefix="semisup-demo-"))
     target = os.path.join(folder, path)
     with open(target) as f:
         text = f.read()
