@@ -9,7 +9,7 @@
    demo_output/curves.png (training curves).
 
 Every command it runs is printed, so each step can be re-run by hand. The recipe (dataset, flags,
-report) is experiments/demo.py.
+report) is experiments/demo_recipe.py.
 """
 import argparse
 import os
@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from experiments import demo as recipe
+from experiments import demo_recipe as recipe
 from experiments.scripts import run_script as run
 
 

@@ -17,10 +17,12 @@ from torch.utils.data import DataLoader
 
 from data import get_dataset
 from engine import options
-from engine.evaluator import (MLMTFusion, adopt_training_flags, eval_collate, evaluate, montage_of_predictions,
+from engine.config import data_config, model_config
+from engine.evaluator import (eval_collate, evaluate, montage_of_predictions,
                               uint8_batches)
 from engine.fidelity import apply_profile
-from model import SEGMENTERS, build_segmenter
+from methods.mlmt.fusion import MLMTFusion
+from model import build_segmenter
 from model.inference import fold_batch_norms
 from model.weights import load_exact, read_state_dict
 from utils.amp import Precision
@@ -36,7 +38,9 @@ def get_args_parser():
     options.add_model_flags(parser)
     options.add_data_flags(parser)
     options.add_runtime_flags(parser, evaluation=True)
-    parser.set_defaults(model=None)  # None: from the checkpoint's args.json, else deeplabv2
+    # model None: from the checkpoint's args.json, else deeplabv2; init: how the trainers' models are first
+    # built, before any weights are loaded (no flag here: the checkpoint's weights replace them all)
+    parser.set_defaults(model=None, init="original")
     parser.add_argument("--restore-from", default="", help="checkpoint to evaluate (file or http(s) URL)")
     parser.add_argument("--save-dir", default="results", help="folder for result.txt and the predicted PNGs")
     parser.add_argument("--with-mlmt", action="store_true", help="suppress classes the MLMT branch calls absent")
@@ -66,7 +70,7 @@ def parse_args(argv=None):
         raise UserError("--restore-from is required: the checkpoint to evaluate")
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
-    adopt_training_flags(args.restore_from, args)
+    options.adopt_training_flags(args.restore_from, args)
     args.model = args.model or "deeplabv2"
     return options.resolve_dataset_and_model(args)
 
@@ -102,10 +106,10 @@ def main(argv=None):
     if args.num_workers is None:
         args.num_workers = options.eval_num_workers(env.device)
     spec = get_dataset(args.dataset)
-    dataset = uint8_batches(spec.build_val(args))
+    dataset = uint8_batches(spec.build_val(data_config(args, args.data_list, eval_full_res=args.eval_full_res)))
     fusion = MLMTFusion(args.mlmt_file, len(dataset), args.num_classes, args.mlmt_fusion) if args.with_mlmt else None
-    model_options = {name: getattr(args, name) for name in SEGMENTERS[args.model].options if hasattr(args, name)}
-    model = build_segmenter(args.backbone, args.num_classes, args.model, **model_options)
+    config = model_config(args)
+    model = build_segmenter(config.backbone, config.num_classes, config.model, **config.options)
     load_exact(model, read_state_dict(args.restore_from), args.restore_from)
     if args.fold_bn:
         model = fold_batch_norms(model)

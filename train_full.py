@@ -3,12 +3,13 @@
     python train_full.py --dataset pascal_voc --checkpoint-dir ./checkpoints/voc_full \
                          --ignore-label 255 --num-classes 21
 
-The step is in methods/supervised.py; everything around it (data, resume, snapshots) in engine/run.py.
+The step is in methods/supervised.py; what the loop calls (data, resume, snapshots, signals) in engine/run.py.
 """
 import sys
 
 from engine import options
-from engine.run import TrainingRun
+from engine.config import run_config, segmentation_config
+from engine.run import TrainingRun, original_snapshot_due
 from methods.supervised import SupervisedStep
 from utils.errors import run_cli
 from utils.optim import segmenter_optimizer
@@ -25,18 +26,25 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    with TrainingRun(args, SupervisedStep.streams, split_file="split.pkl") as run:
+    with TrainingRun(args, run_config(args), SupervisedStep.streams, segmentation=segmentation_config(args),
+                     split_file="split.pkl") as run:
         model_without_ddp = run.segmenter()
         model = run.distribute(model_without_ddp, sync_bn=args.sync_bn)
         optimizer = segmenter_optimizer(model_without_ddp, args.learning_rate, args.momentum, args.weight_decay,
-                                        args.sgd_mode)
+                                        args.sgd_mode, say=run.say)
         run.track(models={"model": model}, optimizers={"S": optimizer}, base_lrs={"S": args.learning_rate})
-
         step = SupervisedStep(model, optimizer, run.precision, input_size=args.input_size,
                               ignore_label=args.ignore_label, device=run.env.device, channels_last=args.channels_last)
-        for i, batches in run.iterations():
-            values = step(i, **batches)
+
+        run.begin(args.num_steps)
+        for i in range(run.start, args.num_steps):
+            run.set_poly_learning_rates(i)
+            values = step(i, **run.next_batches(i))
             run.log(i, values)
+            if original_snapshot_due(i, args.save_pred_every, args.num_steps):
+                run.save_snapshot(i)
+            run.stop_if_requested(i)
+        run.finish()
 
 
 if __name__ == "__main__":

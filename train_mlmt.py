@@ -7,22 +7,26 @@ absent classes from the segmentation.
     python evaluate.py --restore-from ./checkpoints/voc_semi_0_125/VOC_30000.pth \
         --with-mlmt --mlmt-file ./mlmt_output/voc_semi_0_125_MLMT/output_ema_raw_100.txt
 
-The objective, term by term: methods/mlmt.py; its data and validation: engine/mlmt_data.py,
-engine/mlmt_validation.py. Everything around it (resume, signals, logs):
-engine/run.py. Outputs in ./mlmt_output/<exp-name>/.
+The objective, term by term: methods/mlmt/objective.py; its data, networks and validation: the rest
+of methods/mlmt/. The loop over epochs is below; what it calls (resume, signals, logs): engine/run.py.
+Outputs in ./mlmt_output/<exp-name>/.
 """
 import argparse
+import functools
 import os
 import sys
 
 import torch
 
 from data import fill_dataset_defaults
-from data.multilabel import NOT_CLASS_INDEX_PNGS, has_original_layout
-from engine import mlmt_data, options
+from methods.mlmt.labels import NOT_CLASS_INDEX_PNGS, has_original_layout
+from engine import options
+from engine.config import run_config
+from methods.mlmt import data as mlmt_data, networks as mlmt_networks
 from engine.fidelity import apply_profile
-from engine.mlmt_validation import MLMTValidator
-from methods.mlmt import MLMTStep
+from methods.mlmt.validation import MLMTValidator
+from methods.mlmt.config import MLMTConfig
+from methods.mlmt.objective import MLMTStep
 from engine.run import TrainingRun
 from model.classifier import BACKBONES, IMAGENET_FILES
 from model.weights import PRETRAINED_DIR
@@ -80,10 +84,8 @@ def get_args_parser():
     p.add_argument("--augment-on-device", action="store_true",
                    help="[new] make the unlabeled views (colour jitter, flips, blur) on the training device from "
                         "the same random draws, so the loaders only decode and resize; the views differ from "
-                        "PIL's by rounding (data/device_views.py). Off: the original's PIL pipeline")
-    p.add_argument("--fidelity", default="original", choices=("original", "fixed"),
-                   help="[new] original: reproduce the original code's quirks; fixed: correct them "
-                        "(each quirk flag below overrides the profile)")
+                        "PIL's by rounding (methods/mlmt/views.py). Off: the original's PIL pipeline")
+    options.add_fidelity_flag(p)
     p.add_argument("--output-roll", default=None, choices=("flat", "per-row"),
                    help="[new] moving the background column to the front of the output files: flat = the "
                         "original's np.roll over each flattened validation batch (column 0 of a row holds the "
@@ -93,13 +95,9 @@ def get_args_parser():
                         "(when an epoch is shorter than a pass over them, the end of each shuffle is never "
                         "used); exhausted = only when all were used (default: from --fidelity)")
     options.add_runtime_flags(p)
-    p.add_argument("--random-seed", type=int, default=1234,
-                   help="[new] seeds python, numpy, torch, the loaders and a --pkl-file none split")
+    options.add_seed_flag(p, "a --pkl-file none split", in_the_original=False)
     p.add_argument("--output-dir", default=None, help=f"[new] output folder (default {OUTPUT_ROOT}/<exp-name>/)")
-    p.add_argument("--log-every", type=int, default=10, help="[new] print and log to metrics.jsonl every N iterations")
-    p.add_argument("--tensorboard", action="store_true",
-                   help="[new] also write the logged scalars to TensorBoard in the output folder (needs the optional "
-                        "tensorboard package)")
+    options.add_logging_flags(p, montage=False)
     options.add_resume_flags(p, "<output-dir>")
     options.add_speed_flags(p)
     return p
@@ -143,13 +141,15 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    with TrainingRun(args, MLMTStep.streams, split_file=None, data=mlmt_data.make_data) as run:
-        validator = MLMTValidator(args, run.env, run.precision, say=run.say)
-        trunk = None if run.resume else mlmt_data.imagenet_trunk(args, run.env)
+    config = MLMTConfig.from_flags(args)
+    data = functools.partial(mlmt_data.make_data, config)
+    with TrainingRun(args, run_config(args), MLMTStep.streams, data=data) as run:
+        validator = MLMTValidator(config, run.env, run.precision, say=run.say)
+        trunk = None if run.resume else mlmt_networks.imagenet_trunk(config)
         if trunk is not None:
             run.say(f"--pretrained {args.pretrained}: {len(trunk)} tensors into student and teacher")
-        student_without_ddp = mlmt_data.classifier(args, run.env.device, trunk)
-        teacher = mlmt_data.classifier(args, run.env.device, trunk, teacher=True)
+        student_without_ddp = mlmt_networks.classifier(config, run.env.device, trunk)
+        teacher = mlmt_networks.classifier(config, run.env.device, trunk, teacher=True)
         student = run.distribute(student_without_ddp)
         optimizer = torch.optim.SGD(student.parameters(), args.lr, momentum=0.9, weight_decay=args.weight_decay,
                                     nesterov=True)
@@ -161,16 +161,24 @@ def main(argv=None):
         run.track(models={"model": student, "teacher": teacher}, optimizers={"SGD": optimizer},
                   extras={"scheduler": scheduler, "meters": step.meters})
 
-        restart = ("unlabeled",) if args.unlabeled_restart == "epoch" else ()
-        for epoch in run.epochs(args.num_epochs, mlmt_data.epoch_length(run.streams["labeled"]), restart):
-            for i, batches in run.epoch_iterations(epoch):
-                values = step(i, epoch, **batches)
+        epoch_length = mlmt_data.epoch_length(run.streams["labeled"])  # one pass over the labeled images
+        run.begin(args.num_epochs * epoch_length)
+        for epoch in range(run.start // epoch_length, args.num_epochs):
+            first, end = epoch * epoch_length, (epoch + 1) * epoch_length
+            if args.unlabeled_restart == "epoch" and run.start <= first:  # not an epoch a resumed run is inside
+                run.streams["unlabeled"].start_new_epoch()
+            for i in range(max(first, run.start), end):
+                values = step(i, epoch, **run.next_batches(i))
                 run.log(i, values)
-            run.log_epoch(epoch, step.end_epoch(epoch))
+                if i < end - 1:  # at the epoch's end: after the end-of-epoch work
+                    run.stop_if_requested(i)
+            run.log_epoch(end - 1, epoch, step.end_epoch(epoch))
             scheduler.step()
             if args.evaluation_epochs and (epoch + 1) % args.evaluation_epochs == 0:
                 values, table = validator(epoch + 1, {"val": student_without_ddp, "ema": teacher})
-                run.log_epoch(epoch, values, text=table)
+                run.log_epoch(end - 1, epoch, values, text=table)
+            run.save_state(end)
+            run.stop_if_requested(end - 1, after=f"epoch {epoch + 1}")
         run.say(f"done: {args.output_dir}")
 
 

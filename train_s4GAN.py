@@ -2,8 +2,8 @@
 
 S learns from cross-entropy on the labeled images, feature matching against D, and self-training on
 the unlabeled images that D finds realistic; D learns to tell ground-truth maps from predicted ones.
-The whole objective, term by term: methods/s4gan.py. Everything around it (data, resume, snapshots):
-engine/run.py.
+The whole objective, term by term: methods/s4gan.py. The loop is below; what it calls (data, resume,
+snapshots, signals): engine/run.py.
 
     python train_s4GAN.py --dataset pascal_voc --checkpoint-dir ./checkpoints/voc_semi_0_125 \
                           --labeled-ratio 0.125 --ignore-label 255 --num-classes 21
@@ -11,7 +11,9 @@ engine/run.py.
 import sys
 
 from engine import options
-from engine.run import TrainingRun
+from engine.config import run_config, segmentation_config
+from engine.run import TrainingRun, original_snapshot_due
+from engine.validation import PeriodicValidation
 from methods.s4gan import S4GANStep, add_s4gan_arguments
 from utils.errors import run_cli
 from utils.optim import discriminator_optimizer, segmenter_optimizer
@@ -33,21 +35,42 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    with TrainingRun(args, S4GANStep.streams, split_file="train_voc_split.pkl") as run:
+    train(args, run_config(args), segmentation_config(args, unlabeled_list=args.unlabeled_list))
+
+
+def train(args, config, segmentation, validate=None):
+    """The s4GAN run. train_s4GAN_wrn38.py gives its own configuration (logs in --out, the unlabeled
+    batch size, whole batches only) and validation during training (a ValidationConfig)."""
+    with TrainingRun(args, config, S4GANStep.streams, segmentation=segmentation,
+                     split_file="train_voc_split.pkl") as run:
         model_without_ddp = run.segmenter()
-        model_d_without_ddp = run.discriminator()
+        model_d_without_ddp = run.discriminator(args.restore_from_D)
         model = run.distribute(model_without_ddp, sync_bn=args.sync_bn)
         model_d = run.distribute(model_d_without_ddp)
         optimizer = segmenter_optimizer(model_without_ddp, args.learning_rate, args.momentum, args.weight_decay,
-                                        args.sgd_mode)
+                                        args.sgd_mode, say=run.say)
         optimizer_d = discriminator_optimizer(model_d, args.learning_rate_D, args.adam_mode)
-        step = S4GANStep.from_args(args, model, model_d, optimizer, optimizer_d, run.precision, run.env.device)
+        step = S4GANStep(model, model_d, optimizer, optimizer_d, run.precision, num_classes=args.num_classes,
+                         ignore_label=args.ignore_label, input_size=args.input_size, lambda_fm=args.lambda_fm,
+                         lambda_st=args.lambda_st, threshold_st=args.threshold_st, d_real_norm=args.d_real_norm,
+                         device=run.env.device, channels_last=args.channels_last)
+        validation = PeriodicValidation(validate, run, args.num_steps) if validate else None
+        extras = {"best": validation.best} if validation else {}
         run.track(models={"model": model, "D": model_d}, optimizers={"S": optimizer, "D": optimizer_d},
                   base_lrs={"S": args.learning_rate, "D": args.learning_rate_D},
-                  extras={"self_training": step.monitor})
-        for i, batches in run.iterations():
-            values = step(i, **batches)
-            run.log(i, values)
+                  extras={**extras, "self_training": step.monitor})
+
+        run.begin(args.num_steps)
+        for i in range(run.start, args.num_steps):
+            run.set_poly_learning_rates(i)
+            values = step(i, **run.next_batches(i))
+            if validation and validation.due(i):
+                values["val_miou"] = validation(model_without_ddp)
+            run.log(i, values, force="val_miou" in values)
+            if original_snapshot_due(i, args.save_pred_every, args.num_steps):
+                run.save_snapshot(i)
+            run.stop_if_requested(i)
+        run.finish()
 
 
 if __name__ == "__main__":

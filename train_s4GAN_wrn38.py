@@ -1,25 +1,24 @@
 """s4GAN with DeepLabv3+ on a WideResNet-38 trunk (the original's 2022 addition), with periodic validation.
 
-The same method as train_s4GAN.py (the objective: methods/s4gan.py), another segmenter
+The same method and loop as train_s4GAN.py (its `train`; the objective: methods/s4gan.py), another segmenter
 (model/deeplabv3p.py), the unlabeled batch size as its own flag, incomplete batches dropped (the
 ASPP image-pooling BN cannot normalise a single image), and the validation mIoU logged during
 training (--val-protocol: by default the original's, after iterations 0, 200, 400, ...), the best
-checkpoint kept as best.pth (chosen on the validation images: not a number to report).
+checkpoint kept as best.pth (chosen on the validation images: not a number to report;
+engine/validation.py). This script keeps the original's name, flags and defaults.
 
     python train_s4GAN_wrn38.py --dataset cityscapes --checkpoint-dir ./checkpoints/city_semi_v3_wrn38_0_10 \
         --labeled-ratio 0.10 --ignore-label 250 --num-classes 19 --split-id ./splits/city/split_0.pkl \
         --input-size '256,512' --threshold-st 0.55 --learning-rate-D 1e-5 --learning-rate 1e-3 \
         --out results/city_semi_v3_wrn38_0_10
 """
-import os
 import sys
 
+import train_s4GAN
 from engine import options
-from engine.evaluator import Validator
-from engine.run import BestCheckpoint, TrainingRun
-from methods.s4gan import S4GANStep, add_s4gan_arguments
+from engine.config import run_config, segmentation_config, validation_config
+from methods.s4gan import add_s4gan_arguments
 from utils.errors import UserError, run_cli
-from utils.optim import discriminator_optimizer, segmenter_optimizer
 
 
 def get_args_parser():
@@ -63,49 +62,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    with TrainingRun(args, S4GANStep.streams, split_file="train_voc_split.pkl", log_dir=args.out,
-                     batch_sizes={"unlabeled": args.batch_size_unlab}, drop_last=True) as run:
-        model_without_ddp = run.segmenter()
-        model_d_without_ddp = run.discriminator()
-        model = run.distribute(model_without_ddp, sync_bn=args.sync_bn)
-        model_d = run.distribute(model_d_without_ddp)
-        optimizer = segmenter_optimizer(model_without_ddp, args.learning_rate, args.momentum, args.weight_decay,
-                                        args.sgd_mode)
-        optimizer_d = discriminator_optimizer(model_d, args.learning_rate_D, args.adam_mode)
-        best = BestCheckpoint(os.path.join(args.checkpoint_dir, "best.pth"), run.env)
-        step = S4GANStep.from_args(args, model, model_d, optimizer, optimizer_d, run.precision, run.env.device)
-        run.track(models={"model": model, "D": model_d}, optimizers={"S": optimizer, "D": optimizer_d},
-                  base_lrs={"S": args.learning_rate, "D": args.learning_rate_D},
-                  extras={"best": best, "self_training": step.monitor})
-        validator = Validator(args, run.env, run.precision, images=validation_images(args))
-        for i, batches in run.iterations():
-            values = step(i, **batches)
-            if validates_after(i, args):
-                confusion = validator(model_without_ddp)
-                values["val_miou"] = validator.miou(confusion)
-                if best.update(values["val_miou"], model_without_ddp) and run.env.is_main:
-                    validator.write_result(confusion, os.path.join(args.out, "result.txt"))
-            run.log(i, values, force="val_miou" in values)
-
-
-def validates_after(i, args):
-    """The original validated after iteration i when i % 200 == 0, iteration 0 included; `all`:
-    after every --val-every-th iteration and after the last."""
-    if args.val_protocol == "original":
-        return i % args.val_every == 0
-    return (i + 1) % args.val_every == 0 or i + 1 == args.num_steps
-
-
-def validation_images(args):
-    """Which validation images are scored (a function of their number), see --val-protocol. The
-    original ran its first 50 validation batches and scored the first image of each; the model is in
-    eval mode, so scoring those images alone gives the same predictions."""
-    stride = args.batch_size if args.val_protocol == "original" and args.dataset == "cityscapes" else 1
-
-    def choose(count):
-        wanted = args.val_images or count
-        return list(range(0, count, stride))[:wanted]
-    return choose
+    segmentation = segmentation_config(args, batch_sizes={"unlabeled": args.batch_size_unlab}, drop_last=True)
+    train_s4GAN.train(args, run_config(args, log_dir=args.out), segmentation, validation_config(args))
 
 
 if __name__ == "__main__":

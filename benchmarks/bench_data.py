@@ -37,7 +37,7 @@ if ROOT not in sys.path:
 
 from data import cityscapes as city  # noqa: E402
 from data import context as ctx  # noqa: E402
-from data import multilabel  # noqa: E402
+from methods.mlmt import labels as multilabel  # noqa: E402
 from data.sampler import BatchStream, SeededEpochSampler  # noqa: E402
 from utils.seeding import init_worker  # noqa: E402
 

@@ -39,6 +39,7 @@ def parse(argv):
 
 def run_one(args, amp, channels_last, batch_size):
     from data import get_dataset
+    from data.config import DataConfig
     from utils.tensors import upsample
     from engine.evaluator import DeviceNormalizer, eval_collate, evaluate, uint8_batches
     from engine.options import eval_num_workers
@@ -52,8 +53,8 @@ def run_one(args, amp, channels_last, batch_size):
     if args.num_workers is None:
         args.num_workers = eval_num_workers(device)
     root = data_dir_or_synthetic(args.data_dir, num_val=max(24, args.images))
-    dataset = get_dataset("folder").build_val(argparse.Namespace(data_dir=root, num_classes=args.num_classes, ignore_label=255,
-                                                                data_list=os.path.join(root, "lists", "val.txt")))
+    dataset = get_dataset("folder").build_val(DataConfig("folder", root, args.num_classes, 255,
+                                                         data_list=os.path.join(root, "lists", "val.txt")))
     dataset.ids = dataset.ids[: args.images]
     uint8_batches(dataset)  # as evaluate.py: uint8 images, normalised on the device
     normalize = DeviceNormalizer(dataset, device)

@@ -31,9 +31,9 @@ sys.path.insert(0, ROOT)
 
 import torch  # noqa: E402
 
+from data.synthetic import write_rectangles  # noqa: E402
 from model import build_segmenter  # noqa: E402
 from model.weights import export_original  # noqa: E402
-from tests.voc_fixture import make_voc  # noqa: E402
 
 VOC_SIZES = ((375, 500), (500, 375), (333, 500))
 
@@ -52,7 +52,7 @@ def parse(argv):
 
 def prepare(folder, images):
     sizes = [VOC_SIZES[k % len(VOC_SIZES)] for k in range(images)]
-    data = make_voc(os.path.join(folder, "voc"), sizes_train=sizes[:1], sizes_val=sizes, seed=1)
+    data = write_rectangles(os.path.join(folder, "voc"), sizes_train=sizes[:1], sizes_val=sizes, seed=1)
     torch.manual_seed(0)
     ours = os.path.join(folder, "VOC_1.pth")
     torch.save(build_segmenter("resnet101", 21).state_dict(), ours)

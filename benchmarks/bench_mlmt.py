@@ -43,9 +43,9 @@ def parse(argv):
 
 
 def run_one(args, amp, channels_last):
-    from data.multilabel import ClassifierImages, ImageLabels, derive_labels
+    from methods.mlmt.labels import ClassifierImages, ImageLabels, derive_labels
     from data.sampler import BatchStream, SeededEpochSampler
-    from methods.mlmt import MLMTStep
+    from methods.mlmt.objective import MLMTStep
     from model.classifier import build_classifier
     from utils.amp import Precision
     from utils.distributed import choose_device

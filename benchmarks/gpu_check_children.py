@@ -200,7 +200,6 @@ def original_row(argv):
     sys.path[:0] = [ROOT, BENCH_DIR]
     from common import device_name, median
     from data.voc import VOCSegmentation
-    from tests.crosscheck.common import call_driver
     from utils.distributed import choose_device
     p = argparse.ArgumentParser()
     for name in ("--batch-size", "--crop", "--iters", "--warmup"):
@@ -219,7 +218,7 @@ def original_row(argv):
     steps = args.warmup + args.iters + 1
     with tempfile.TemporaryDirectory(prefix="gpu_check_original_") as work:
         torch.save({}, os.path.join(work, "none.pth"))  # their initial weights stay (the time does not depend on them)
-        out = call_driver(args.original, "s4gan_timed", {
+        out = run_original_driver(args.original, "s4gan_timed", {
             "argv": ["--dataset", "pascal_voc", "--data-dir", args.data_dir, "--data-list", train_list,
                      "--batch-size", args.batch_size, "--input-size", f"{args.crop},{args.crop}", "--num-steps", steps,
                      "--save-pred-every", 10**9, "--restore-from", os.path.join(work, "none.pth"),
@@ -232,6 +231,25 @@ def original_row(argv):
             "crop": str(args.crop), "amp": "off", "iters": args.iters, "sec_per_iter": round(float(sec), 4),
             "images_per_sec": round(3 * args.batch_size / sec, 2),
             "printed_iterations": out["stdout"].count("iter = ")}
+
+
+def run_original_driver(checkout, task, spec, folder, timeout=3600):
+    """Run one task of tests/crosscheck/driver.py (the crosscheck's program that runs the authors'
+    code) on the checkout, as a program of its own, as bench_eval_original.py does: the benchmarks
+    import nothing from the tests. Its input is `spec` plus this process's thread count, which the
+    driver process also gets as OMP_NUM_THREADS; returns what it recorded."""
+    import torch
+    os.makedirs(folder, exist_ok=True)
+    in_path, out_path = os.path.join(folder, f"{task}.in.pt"), os.path.join(folder, f"{task}.out.pt")
+    torch.save({"threads": torch.get_num_threads(), **spec}, in_path)
+    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()), PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "crosscheck", "driver.py"), checkout, task,
+                           in_path, out_path], capture_output=True, text=True, timeout=timeout, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the original's code failed in task {task}:\n{proc.stderr[-4000:]}")
+    result = torch.load(out_path, weights_only=False)
+    os.remove(out_path)
+    return result
 
 
 def child_smoke(spec):

@@ -1,20 +1,37 @@
 """Dataset registry: `--dataset` name -> its DatasetSpec (data/spec.py).
 
 Each entry knows its default folder, classes, palette, ignore value and evaluation protocol, so the
-scripts never branch on the dataset name. Adding a dataset is one module with a SPEC plus one line here.
+scripts never branch on the dataset name. Adding a dataset is one module with a SPEC (a DatasetSpec
+whose builders return datasets that fulfil SegmentationDataset, data/spec.py) plus its name in
+DATASET_MODULES below (docs/extending.md, step by step; tests/test_contracts.py checks every entry).
 """
-from data.spec import DatasetSpec  # noqa: F401  (re-exported for dataset modules and tests)
+import importlib
+
+from data.spec import (DatasetSpec, DeviceNormalized, Displayable, LabelFiles, SegmentationDataset, display_pair,
+                       label_files, supports_uint8_eval)
 from utils.errors import UserError
 
+# DATASETS (name -> spec, built on first use) comes from __getattr__ below
+__all__ = ["DatasetSpec", "DeviceNormalized", "Displayable", "LabelFiles", "SegmentationDataset", "display_pair",
+           "label_files", "supports_uint8_eval", "DATASET_MODULES", "module_specs", "get_dataset",
+           "fill_dataset_defaults"]
+
+# the modules of the registry's entries: each has SPEC, a DatasetSpec, or SPECS, a tuple of them
+DATASET_MODULES = ("data.voc", "data.context", "data.cityscapes")
 _REGISTRY = {}
+
+
+def module_specs(module):
+    """A dataset module's entries: its SPECS, else its SPEC."""
+    return tuple(getattr(module, "SPECS", None) or (module.SPEC,))
 
 
 def _registry():
     """Name -> spec, built on first use: importing the package does not import the dataset modules,
     so that `python -m data.context` (or data.voc) runs its module once, as __main__ only."""
     if not _REGISTRY:
-        from data import cityscapes, context, voc
-        _REGISTRY.update({spec.name: spec for spec in (voc.SPEC, voc.FOLDER_SPEC, context.SPEC, cityscapes.SPEC)})
+        specs = [spec for name in DATASET_MODULES for spec in module_specs(importlib.import_module(name))]
+        _REGISTRY.update({spec.name: spec for spec in specs})
     return _REGISTRY
 
 

@@ -18,6 +18,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from data import DATASETS, fill_dataset_defaults
+from data.config import DataConfig
+from data.spec import label_files
 from utils.errors import ArgumentParser, UserError, run_cli
 
 RGB_LABEL_ADVICE = ("labels must hold one class index per pixel (single-channel or palette PNG), not colours: "
@@ -131,9 +133,11 @@ def main(argv=None):
     parser.add_argument("--max-problems", type=int, default=20, help="problems listed before stopping the list")
     args = parser.parse_args(argv)
     spec = fill_dataset_defaults(args)
-    settings = dict(vars(args), input_size=(321, 321), random_scale=False, random_mirror=False,
-                    context_train_mean="rgb", check_files=False)
-    dataset = (spec.build_train if args.split == "train" else spec.build_val)(argparse.Namespace(**settings))
+    # every listed file is checked by the scan itself, one problem per file, rather than the first up front
+    config = DataConfig(args.dataset, args.data_dir, args.num_classes, args.ignore_label, args.data_list,
+                        check_files=False)
+    build = spec.build_train if args.split == "train" else spec.build_val
+    dataset = label_files(build(config), args.dataset, "python -m data.check")
     report = scan(dataset, args.num_classes, args.ignore_label, progress=sys.stderr.isatty())
     names = spec.class_names(args.num_classes, args.data_dir)
     print("\n".join(summary(report, names, len(dataset.ids))))

@@ -357,15 +357,14 @@ class CityscapesSegmentation(Dataset):
         return np.ascontiguousarray(rgb), label
 
 
-def build_train(args):
-    return CityscapesSegmentation(args.data_dir, "train", args.data_list, crop_size=tuple(args.input_size),
-                                  train=True, check_files=getattr(args, "check_files", True))
+def build_train(config):
+    return CityscapesSegmentation(config.data_dir, "train", config.data_list, crop_size=tuple(config.input_size),
+                                  train=True, check_files=config.check_files)
 
 
-def build_val(args):
-    return CityscapesSegmentation(args.data_dir, "val", args.data_list, train=False,
-                                  full_res_labels=bool(getattr(args, "eval_full_res", False)),
-                                  check_files=getattr(args, "check_files", True))
+def build_val(config):
+    return CityscapesSegmentation(config.data_dir, "val", config.data_list, train=False,
+                                  full_res_labels=config.eval_full_res, check_files=config.check_files)
 
 
 SPEC = DatasetSpec(

@@ -30,9 +30,10 @@ crop of --input-size (321,321); Gaussian blur of radius U[0, 1) with p = 1/2; RG
 mean of --context-train-mean, divided by the ImageNet std. Evaluation: short side 512, centre crop
 512x512 (only that crop is scored), ImageNet mean in RGB order.
 
-Modules: this one is the dataset (classes, layout checks, items, the registry entry) and the command
-line; the conversion is data/context_prepare.py, which reads the .mat LabelMaps and the original's
-mask caches through data/context_masks.py.
+Modules: this one is the dataset (items, the registry entry) and the command line; the labels and
+the layout checks are data/context_layout.py; the conversion is data/context_prepare.py, which reads
+the .mat LabelMaps and the original's mask caches through data/context_masks.py. Imports run that
+way only: none of those three imports this module.
 """
 import argparse
 import os
@@ -43,49 +44,18 @@ from PIL import Image, ImageFilter
 from torch.utils.data import Dataset
 
 from data.classes import generic_class_names, voc_palette
+from data.context_layout import CONTEXT_CLASSES, IMAGE_DIR, MASK_DIR, NUM_CLASSES, check_prepared, read_ids
+from data.context_prepare import prepare
 from data.spec import DatasetSpec
 from data.transforms import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, compact_label, context_train_normalization
 from utils.errors import ArgumentParser, UserError
 
-# The 59 PASCAL-Context benchmark categories among the 459 of the full release, plus 0: sorted.
-CONTEXT_CATEGORY_IDS = (
-    0, 2, 9, 18, 19, 22, 23, 25, 31, 33, 34, 44, 45, 46, 59, 65, 68, 72, 80, 85, 98, 104, 105, 113,
-    115, 144, 158, 159, 162, 187, 189, 207, 220, 232, 258, 259, 260, 284, 295, 296, 308, 324, 326,
-    347, 349, 354, 355, 360, 366, 368, 397, 415, 416, 420, 424, 427, 440, 445, 454, 458,
-)
-# In label order. The full release numbers its categories alphabetically, so this is also the
-# alphabetical order (the original's evaluate.py printed another, wrong, order).
-CONTEXT_CLASSES = (
-    "background", "aeroplane", "bag", "bed", "bedclothes", "bench", "bicycle", "bird", "boat", "book",
-    "bottle", "building", "bus", "cabinet", "car", "cat", "ceiling", "chair", "cloth", "computer", "cow",
-    "cup", "curtain", "dog", "door", "fence", "floor", "flower", "food", "grass", "ground", "horse",
-    "keyboard", "light", "motorbike", "mountain", "mouse", "person", "plate", "platform", "pottedplant",
-    "road", "rock", "sheep", "shelves", "sidewalk", "sign", "sky", "snow", "sofa", "table", "track",
-    "train", "tree", "truck", "tvmonitor", "wall", "water", "window", "wood",
-)
-NUM_CLASSES = len(CONTEXT_CLASSES)
-MAX_CATEGORY_ID = 459  # the full release numbers its categories 1..459 (0: unlabeled)
 CONTEXT_IGNORE_LABEL = -1  # nothing is ignored: every pixel, background included, is a class
-IMAGE_DIR, MASK_DIR, MAT_DIR = "JPEGImages", "SegmentationClassContext", "trainval"
-SPLITS = ("train", "val")
 BASE_SIZE = 505                                  # the original's base size: short side in [252, 1010]
 SHORT_SIDE_RANGE = (int(BASE_SIZE * 0.5), int(BASE_SIZE * 2.0))
 EVAL_SIZE = 512                                  # short side and centre crop in evaluation
-STANDARD_SIZES = {"train": 4996, "val": 5104}
 DEFAULT_DATA_DIR = "./data/pcontext_dataset/"
 FLIP_LEFT_RIGHT = getattr(Image, "Transpose", Image).FLIP_LEFT_RIGHT  # Image.Transpose: Pillow >= 9.1
-
-
-def map_category_ids(label_map):
-    """459-class ids (any integer array) -> uint8 labels 0..59; ids outside the 60 -> 0."""
-    label_map = np.asarray(label_map)
-    if label_map.size == 0:
-        return label_map.astype(np.uint8)
-    if label_map.min() < 0:
-        raise ValueError(f"negative category ids {np.unique(label_map[label_map < 0])[:5].tolist()}")
-    lut = np.zeros(max(int(label_map.max()) + 1, CONTEXT_CATEGORY_IDS[-1] + 1), np.uint8)
-    lut[list(CONTEXT_CATEGORY_IDS)] = np.arange(NUM_CLASSES, dtype=np.uint8)
-    return lut[label_map.astype(np.int64)]
 
 
 def context_palette(n=256):
@@ -94,89 +64,6 @@ def context_palette(n=256):
 
 def class_names(num_classes, data_dir=None):
     return CONTEXT_CLASSES if num_classes == NUM_CLASSES else generic_class_names(num_classes)
-
-
-# --------------------------------------------------------------------------------------------
-# Where the annotations are (also what data/context_prepare.py looks for)
-
-def three_forms(root):
-    """The three accepted layouts, one per line (the only multi-line error: one line would not read)."""
-    root = root.rstrip("/") or "/"
-    return (f"put one of these layouts in {root}/:\n"
-            f"  (a) the project layout: {IMAGE_DIR}/<id>.jpg, {MASK_DIR}/<id>.png (values 0..59), train.txt, "
-            f"val.txt\n"
-            f"  (b) the official full-label release (trainval.tar.gz): {MAT_DIR}/<id>.mat, with train.txt and "
-            f"val.txt\n"
-            f"  (c) the original's mask caches (pascal_context_labels.tar.gz): train.pth and val.pth, with "
-            f"{IMAGE_DIR}/<id>.jpg\n"
-            f"  (b) and (c) are converted to (a) once by `python -m data.context prepare --data-dir {root}`")
-
-
-def _mat_dir(folder):
-    """The folder holding <id>.mat files: folder/trainval/ or folder itself; None if neither."""
-    for candidate in (os.path.join(folder, MAT_DIR), folder):
-        if os.path.isdir(candidate) and any(f.endswith(".mat") for f in os.listdir(candidate)):
-            return candidate
-    return None
-
-
-def _caches(folder):
-    return {split: os.path.join(folder, f"{split}.pth") for split in SPLITS
-            if os.path.isfile(os.path.join(folder, f"{split}.pth"))}
-
-
-def find_source(folder):
-    """('cache', {split: path}) or ('mat', mat folder) or (None, None). Caches come first: they
-    hold the masks the original trained on and fix its list order."""
-    caches = _caches(folder) if os.path.isdir(folder) else {}
-    if caches:
-        return "cache", caches
-    mat_dir = _mat_dir(folder) if os.path.isdir(folder) else None
-    if mat_dir:
-        return "mat", mat_dir
-    return None, None
-
-
-def read_ids(path, flag):
-    if not os.path.isfile(path):
-        raise UserError(f"{flag} {path} does not exist")
-    with open(path) as f:
-        ids = [line.split()[0] for line in f if line.strip()]
-    if not ids:
-        raise UserError(f"{flag} {path} is empty")
-    return ids
-
-
-def missing_files(root, ids):
-    """The first listed id whose image or mask is missing: (id, path), or None."""
-    for i in ids:
-        for path in (os.path.join(root, IMAGE_DIR, i + ".jpg"), os.path.join(root, MASK_DIR, i + ".png")):
-            if not os.path.isfile(path):
-                return i, path
-    return None
-
-
-def check_prepared(root, split, list_path=None, list_flag="--data-list"):
-    """The split's list path when root is in the project layout; otherwise a UserError that says
-    what was found and how to convert it."""
-    if not os.path.isdir(root):
-        raise UserError(f"--data-dir {root} does not exist; {three_forms(root)}")
-    converted = os.path.isdir(os.path.join(root, MASK_DIR))
-    if list_path and converted and not os.path.isfile(list_path):
-        raise UserError(f"{list_flag} {list_path} does not exist")
-    list_path = list_path or os.path.join(root, f"{split}.txt")
-    if converted and os.path.isfile(list_path):
-        return list_path
-    form, where = find_source(root)
-    if form == "cache":
-        found = "the original's mask caches " + ", ".join(where.values())
-    elif form == "mat":
-        found = f"the full-label release {where}/<id>.mat"
-    else:
-        raise UserError(f"--data-dir {root} holds no usable PASCAL-Context data; {three_forms(root)}")
-    raise UserError(f"--data-dir {root} is not converted yet ({os.path.join(root, MASK_DIR)} or "
-                    f"{list_path} is missing); it holds {found}: convert it once with "
-                    f"`python -m data.context prepare --data-dir {root}`")
 
 
 # --------------------------------------------------------------------------------------------
@@ -349,16 +236,14 @@ class ContextSegmentation(Dataset):
         return np.ascontiguousarray(rgb), label
 
 
-def build_train(args):
-    mean, std = context_train_normalization(getattr(args, "context_train_mean", None) or "rgb")
-    return ContextSegmentation(args.data_dir, "train", args.data_list, train=True,
-                               crop_size=tuple(args.input_size), mean=mean, std=std,
-                               check_files=getattr(args, "check_files", True))
+def build_train(config):
+    mean, std = context_train_normalization(config.context_train_mean)
+    return ContextSegmentation(config.data_dir, "train", config.data_list, train=True,
+                               crop_size=tuple(config.input_size), mean=mean, std=std, check_files=config.check_files)
 
 
-def build_val(args):
-    return ContextSegmentation(args.data_dir, "val", args.data_list, train=False,
-                               check_files=getattr(args, "check_files", True))
+def build_val(config):
+    return ContextSegmentation(config.data_dir, "val", config.data_list, train=False, check_files=config.check_files)
 
 
 SPEC = DatasetSpec(
@@ -388,7 +273,6 @@ def main(argv=None):
                       help="your VOC2010 JPEGImages folder, linked as <data-dir>/JPEGImages if that is missing")
     prep.add_argument("--force", action="store_true", help="rewrite masks that already exist")
     args = parser.parse_args(argv)
-    from data.context_prepare import prepare  # here: context_prepare imports this module
     prepare(args.data_dir, args.source, args.train_ids, args.val_ids, args.images, args.force)
 
 

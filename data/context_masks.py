@@ -5,14 +5,15 @@
 read by a restricted unpickler that rebuilds plain containers and PIL masks only and refuses every
 other global, and any tensor storage, before anything is called: nothing in a cache is ever run.
 
-The conversion itself is data/context_prepare.py; the dataset and its constants, data/context.py.
+The conversion itself is data/context_prepare.py; the labels and the layout, data/context_layout.py;
+the dataset, data/context.py.
 """
 import pickle
 import zipfile
 
 import numpy as np
 
-from data.context import MAX_CATEGORY_ID, map_category_ids
+from data.context_layout import MAX_CATEGORY_ID, map_category_ids
 from utils.errors import UserError
 
 

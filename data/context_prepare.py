@@ -1,6 +1,7 @@
 """`python -m data.context prepare`: convert the PASCAL-Context annotations once into the project layout.
 
-prepare() takes whichever form is present (see data/context.py for the layout and the three forms):
+prepare() takes whichever form is present (see data/context.py for the layout and the three forms,
+data/context_layout.py for the code that finds them):
 (a) the layout itself is used as is; (b) trainval/<id>.mat and (c) the original's mask caches are read
 through data/context_masks.py and written as SegmentationClassContext/<id>.png plus train.txt / val.txt.
 Masks are written atomically, so a rerun only writes what is missing (or everything with force=True).
@@ -11,8 +12,8 @@ import os
 import numpy as np
 from PIL import Image
 
-from data.context import (IMAGE_DIR, MASK_DIR, MAT_DIR, NUM_CLASSES, SPLITS, STANDARD_SIZES, find_source,
-                          missing_files, read_ids, three_forms)
+from data.context_layout import (IMAGE_DIR, MASK_DIR, MAT_DIR, NUM_CLASSES, SPLITS, STANDARD_SIZES, find_source,
+                                 missing_files, read_ids, three_forms)
 from data.context_masks import read_label_map, read_mask_cache
 from utils.checkpoint import atomic_write_bytes
 from utils.errors import UserError

@@ -8,6 +8,10 @@ classes overlap. Objects vary in
 scale and rotation and occlude each other; label PNGs are VOC palette PNGs with a 255 (void) band
 along object boundaries, as VOC outlines its objects. Writes JPEGImages/, SegmentationClassAug/,
 lists/train_aug.txt, lists/val.txt and classes.txt.
+
+write_rectangles: a smaller kind in the same layout, images of the sizes given (a few class rectangles
+outlined with 255 on a flat background), for the tests' fixture (tests/voc_fixture.py) and the
+benchmarks that need VOC's image sizes.
 """
 import argparse
 import os
@@ -136,6 +140,48 @@ def write_dataset(out, num_train=400, num_val=100, seed=0, max_size=160, min_siz
     with open(os.path.join(out, "classes.txt"), "w") as f:
         f.writelines(c + "\n" for c in CLASSES)
     return written
+
+
+def write_label(path, label, palette=False):
+    """A label PNG: single-channel ('L'), or with the VOC palette ('P') if `palette`."""
+    image = Image.fromarray(label.astype(np.uint8), mode="P" if palette else "L")
+    if palette:
+        image.putpalette(voc_palette().flatten().tolist())
+    image.save(path)
+
+
+def write_rectangles(root, sizes_train, sizes_val, num_classes=21, palette=False, seed=0):
+    """Write JPEGImages/, SegmentationClassAug/ and lists/{train_aug,val}.txt, one image per (h, w)
+    of `sizes_train` / `sizes_val`; return the root.
+
+    Each image holds a few class rectangles outlined with 255 (void), like VOC's object borders;
+    the colour of a rectangle depends on its class so that a model can learn something.
+    """
+    rng = np.random.default_rng(seed)
+    os.makedirs(os.path.join(root, "JPEGImages"), exist_ok=True)
+    os.makedirs(os.path.join(root, "SegmentationClassAug"), exist_ok=True)
+    os.makedirs(os.path.join(root, "lists"), exist_ok=True)
+    colours = rng.integers(0, 256, (num_classes, 3))
+    for split, sizes in (("train_aug", sizes_train), ("val", sizes_val)):
+        ids = []
+        for k, (h, w) in enumerate(sizes):
+            name = f"2007_{split}_{k:03d}"
+            label = np.zeros((h, w), np.uint8)
+            image = np.tile(colours[0], (h, w, 1)).astype(np.float64)
+            for _ in range(2):
+                c = int(rng.integers(1, num_classes))
+                y0, x0 = int(rng.integers(0, h // 2)), int(rng.integers(0, w // 2))
+                y1, x1 = y0 + int(rng.integers(8, h // 2)), x0 + int(rng.integers(8, w // 2))
+                label[y0:y1, x0:x1] = 255
+                label[y0 + 1:y1 - 1, x0 + 1:x1 - 1] = c
+                image[y0:y1, x0:x1] = colours[c]
+            image += rng.normal(0, 10, image.shape)
+            cv2.imwrite(os.path.join(root, "JPEGImages", name + ".jpg"), np.clip(image, 0, 255).astype(np.uint8))
+            write_label(os.path.join(root, "SegmentationClassAug", name + ".png"), label, palette)
+            ids.append(name)
+        with open(os.path.join(root, "lists", f"{split}.txt"), "w") as f:
+            f.writelines(i + "\n" for i in ids)
+    return root
 
 
 def main(argv=None):

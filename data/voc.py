@@ -142,29 +142,29 @@ class VOCSegmentation(Dataset):
         return read_rgb(self.image_path(name)), read_label(self.label_path(name))
 
 
-def _train(args):
-    return VOCSegmentation(args.data_dir, args.data_list or DEFAULT_LISTS["train"], args.input_size,
-                           args.random_scale, args.random_mirror, args.num_classes, args.ignore_label,
-                           check_files=getattr(args, "check_files", True))
+def _train(config):
+    return VOCSegmentation(config.data_dir, config.data_list or DEFAULT_LISTS["train"], config.input_size,
+                           config.random_scale, config.random_mirror, config.num_classes, config.ignore_label,
+                           check_files=config.check_files)
 
 
-def _unlabeled(args):
-    return VOCSegmentation(args.data_dir, args.unlabeled_list, args.input_size, args.random_scale,
-                           args.random_mirror, args.num_classes, args.ignore_label, labeled=False,
+def _unlabeled(config):
+    return VOCSegmentation(config.data_dir, config.unlabeled_list, config.input_size, config.random_scale,
+                           config.random_mirror, config.num_classes, config.ignore_label, labeled=False,
                            list_flag="--unlabeled-list")
 
 
-def _val(args):
-    return VOCSegmentation(args.data_dir, args.data_list or DEFAULT_LISTS["val"], VOC_EVAL_SIZE,
-                           num_classes=args.num_classes, ignore_label=args.ignore_label, pad_only=True,
-                           check_files=getattr(args, "check_files", True))
+def _val(config):
+    return VOCSegmentation(config.data_dir, config.data_list or DEFAULT_LISTS["val"], VOC_EVAL_SIZE,
+                           num_classes=config.num_classes, ignore_label=config.ignore_label, pad_only=True,
+                           check_files=config.check_files)
 
 
-def _folder_val(args):
+def _folder_val(config):
     """Custom data: each image scored at its own size (padded to 8k+1), not padded to VOC's 505."""
-    return VOCSegmentation(args.data_dir, args.data_list or DEFAULT_LISTS["val"], None,
-                           num_classes=args.num_classes, ignore_label=args.ignore_label, pad_only=True,
-                           check_files=getattr(args, "check_files", True))
+    return VOCSegmentation(config.data_dir, config.data_list or DEFAULT_LISTS["val"], None,
+                           num_classes=config.num_classes, ignore_label=config.ignore_label, pad_only=True,
+                           check_files=config.check_files)
 
 
 def _voc_names(num_classes, data_dir=None):
@@ -191,6 +191,7 @@ SPEC = DatasetSpec("pascal_voc", "./data/voc_dataset/", len(VOC_CLASSES), VOC_IG
 # num_classes 0: from <data-dir>/classes.txt, else --num-classes is required
 FOLDER_SPEC = DatasetSpec("folder", "./data/voc_dataset/", 0, VOC_IGNORE_LABEL, voc_palette(), _folder_names,
                           _train, _folder_val, _unlabeled, ignore_label_fixed=False)
+SPECS = (SPEC, FOLDER_SPEC)  # this module's registry entries (data/__init__.py)
 
 
 def make_lists(data_dir, out_dir, val_ids_path=None):

@@ -2,51 +2,15 @@
 gives each image at its evaluation size (VOC: padded to 505x505) with its labels at the resolution
 that is scored; the logits are upsampled bilinearly (align_corners=True) to the labels' size, the
 padding is cut off, and the argmax is scored (label values outside [0, C) are not counted)."""
-import argparse
-import json
-import os
-
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from data import get_dataset
-from utils.tensors import upsample
-from model import canonical_model_name
-from utils.checkpoint import atomic_write_bytes
+from data import display_pair, get_dataset, supports_uint8_eval
 from utils.distributed import bare
-from utils.errors import UserError
-from utils.metrics import confusion_matrix, format_iou_table, mean_iou
-from utils.seeding import init_worker
+from utils.metrics import confusion_matrix
+from utils.tensors import upsample
 from utils.visualize import colorize, montage, overlay
-
-MLMT_THRESHOLD = 0.2  # MLMT probabilities >= 0.2 mean "class present", as the original
-
-
-def adopt_training_flags(checkpoint, args):
-    """Read the args.json that this project's trainers write beside their checkpoints: --model,
-    --backbone and --num-classes not given are taken from it, and every model flag given must agree
-    with it (evaluating a 4-branch run with 2 branches, say, gives wrong numbers without any error)."""
-    path = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "args.json")
-    if checkpoint.startswith(("http://", "https://")) or not os.path.isfile(path):
-        return
-    try:
-        with open(path) as f:
-            trained = json.load(f)
-    except (OSError, ValueError):
-        return
-    if "model" in trained:
-        trained["model"] = canonical_model_name(trained["model"])
-    for name in ("model", "backbone", "num_classes"):
-        if getattr(args, name) is None and trained.get(name) is not None:
-            setattr(args, name, trained[name])
-    if "wrn_width_mult" in trained and args.wrn_width_mult == 1.0:
-        args.wrn_width_mult = trained["wrn_width_mult"]
-    for name in ("model", "backbone", "aspp_branches", "num_classes", "wrn_width_mult"):
-        if name in trained and trained[name] != getattr(args, name):
-            flag = "--" + name.replace("_", "-")
-            raise UserError(f"{flag} {getattr(args, name)} but the run that wrote {checkpoint} used "
-                            f"{flag} {trained[name]} ({path}); pass {flag} {trained[name]}")
 
 
 def eval_collate(samples):
@@ -61,34 +25,6 @@ def eval_collate(samples):
         out.append((torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(labels)),
                     torch.from_numpy(np.stack(sizes)), list(names), torch.as_tensor(indices)))
     return out
-
-
-class MLMTFusion:
-    """Class-presence gating from the MLMT branch (`--with-mlmt`).
-
-    multiply (original): the upsampled raw logits of absent classes are multiplied by 0, so an
-    'absent' class can still win where every remaining logit is negative; mask: set to -inf.
-    """
-
-    def __init__(self, path, num_images, num_classes, mode="multiply"):
-        try:
-            table = np.loadtxt(path, ndmin=2)
-        except OSError:
-            raise UserError(f"--mlmt-file {path} does not exist: give an output_ema_raw_<epoch>.txt that "
-                            f"train_mlmt.py wrote (in ./mlmt_output/<exp-name>/)") from None
-        except ValueError as exc:
-            raise UserError(f"--mlmt-file {path} is not a table of numbers ({exc})") from None
-        if table.shape[0] != num_images or table.shape[1] < num_classes:
-            raise UserError(f"--mlmt-file {path} has {table.shape[0]} rows x {table.shape[1]} columns; "
-                            f"expected one row per image of the list ({num_images}) and {num_classes} columns")
-        self.present = torch.from_numpy(table[:, :num_classes] >= MLMT_THRESHOLD)
-        self.mode = mode
-
-    def __call__(self, logits, indices):
-        present = self.present[indices.cpu()].to(logits.device)[:, :, None, None]
-        if self.mode == "multiply":
-            return logits * present.to(logits.dtype)
-        return logits.masked_fill(~present, float("-inf"))
 
 
 def within_sizes(sizes, height, width):
@@ -108,7 +44,7 @@ def uint8_batches(dataset):
     which evaluate() normalises on the device to the same floats; datasets without the tables keep
     their float items. Returns the dataset."""
     base = base_dataset(dataset)
-    if hasattr(base, "normalization_tables"):
+    if supports_uint8_eval(base):
         base.uint8_eval = True
     return dataset
 
@@ -169,52 +105,18 @@ def evaluate(model, loader, num_classes, device, precision=None, channels_last=F
     return confusion.cpu()
 
 
-class Validator:
-    """Validation during training: the dataset's evaluation protocol on its validation list (`--val-list`,
-    default the dataset's), on the images `images(count)` chooses (default: all). Every process
-    validates the same images, so all get the same number; the model goes back to train mode
-    afterwards. The loader draws from its own generator, never from the global one that dropout
-    uses: validating does not change the training's random numbers."""
-
-    def __init__(self, args, env, precision, images=None):
-        spec = get_dataset(args.dataset)
-        self.dataset = uint8_batches(validation_dataset(args))
-        if images is not None:
-            self.dataset = Subset(self.dataset, images(len(self.dataset)))
-        # the training's worker set-up: a stop signal to the job leaves the decision to the main process
-        self.loader = DataLoader(self.dataset, batch_size=1, num_workers=args.num_workers, collate_fn=eval_collate,
-                                 pin_memory=env.device.type == "cuda", generator=torch.Generator(),
-                                 worker_init_fn=init_worker)
-        self.num_classes, self.device, self.precision = args.num_classes, env.device, precision
-        self.channels_last = args.channels_last
-        self.class_names = spec.class_names(args.num_classes, args.data_dir)
-
-    def __call__(self, model):
-        confusion = evaluate(model, self.loader, self.num_classes, self.device, self.precision, self.channels_last)
-        model.train()
-        return confusion
-
-    @staticmethod
-    def miou(confusion):
-        return mean_iou(confusion)
-
-    def write_result(self, confusion, path):
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        atomic_write_bytes(path, ("\n".join(format_iou_table(confusion, self.class_names)) + "\n").encode())
-
-
 def montage_of_predictions(dataset, palette, predictions):
     """Rows of image | ground truth | prediction over the image, for (dataset index, prediction) pairs."""
     rows = []
     for index, prediction in predictions:
-        image, truth = dataset.display(index)
+        image, truth = display_pair(dataset, index)
         rows.append([image, colorize(truth, palette), overlay(image, prediction, palette)])
     return montage(rows, ["image", "ground truth", "prediction"], nearest_columns=(1,))
 
 
-def validation_dataset(args):
-    """The dataset's evaluation set for --val-list (default: its validation split)."""
-    return get_dataset(args.dataset).build_val(argparse.Namespace(**{**vars(args), "data_list": args.val_list}))
+def validation_dataset(data):
+    """The evaluation set of a DataConfig: its dataset's protocol on its list (None: the validation split)."""
+    return get_dataset(data.dataset).build_val(data)
 
 
 @torch.no_grad()

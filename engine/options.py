@@ -5,11 +5,12 @@ flags marked [new] are additions. Dataset-dependent defaults (--data-dir, --data
 --num-classes, --ignore-label) are None here and filled from the --dataset entry.
 """
 import argparse
+import json
 import os
 
 from data import DATASETS, fill_dataset_defaults
 from engine.fidelity import apply_profile
-from model import SEGMENTERS, all_backbones, canonical_model_name
+from model import SEGMENTERS, all_backbones, canonical_model_name, default_restore_from
 from model.weights import PRETRAINED_DIR
 from utils.errors import ArgumentParser, UserError
 
@@ -33,17 +34,42 @@ def input_size(text):
     return h, w
 
 
-def default_num_workers():
-    """min(4, the cores this process may run on): no oversubscription, no DataLoader warning on small machines."""
+def available_cores():
+    """The cores this process may run on."""
     try:
-        cores = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return min(4, cores)
+        return os.cpu_count() or 1
+
+
+def default_num_workers():
+    """min(4, available cores): no oversubscription, no DataLoader warning on small machines."""
+    return min(4, available_cores())
 
 
 def parser(description):
     return ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+
+def add_fidelity_flag(p):
+    p.add_argument("--fidelity", default="original", choices=("original", "fixed"),
+                   help="[new] original: reproduce the original code's numerics, quirks included; fixed: "
+                        "correct every quirk (each quirk flag below overrides the profile)")
+
+
+def add_seed_flag(p, split, in_the_original):
+    text = f"seeds python, numpy, torch, the loaders and {split}"
+    p.add_argument("--random-seed", type=int, default=1234,
+                   help=f"{text} (the original ignored it)" if in_the_original else f"[new] {text}")
+
+
+def add_logging_flags(p, montage):
+    p.add_argument("--log-every", type=int, default=10,
+                   help="[new] print and log to metrics.jsonl every this many iterations")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="[new] also write the logged scalars" + (", and a prediction montage of the first validation "
+                        "images at each snapshot," if montage else "") + " to TensorBoard (needs the optional "
+                        "tensorboard package)")
 
 
 def add_model_flags(p):
@@ -52,15 +78,13 @@ def add_model_flags(p):
     p.add_argument("--backbone", default=None, choices=all_backbones(),
                    help="[new] trunk of --model (default: its first: resnet101 for deeplabv2); resnet50/resnet18 "
                         "are smaller variants of the same design for CPU demos and tests")
-    p.add_argument("--fidelity", default="original", choices=("original", "fixed"),
-                   help="[new] original: reproduce the original code's numerics, quirks included; fixed: "
-                        "correct every quirk (each quirk flag below overrides the profile)")
-    p.add_argument("--aspp-branches", type=int, default=None, choices=(2, 4),
-                   help="[new] DeepLabv2 classifier branches summed: 2 = original (d=6,12 only), 4 = all "
-                        "(default: from --fidelity)")
-    p.add_argument("--wrn-width-mult", type=float, default=1.0,
-                   help="[new] deeplabv3p_wrn38: scale every channel count; for tests and CPU demos only "
-                        "(the ImageNet weights exist for 1.0)")
+    add_fidelity_flag(p)
+    added = set()
+    for entry in SEGMENTERS.values():  # each model's own flags
+        for flag in entry.flags:
+            if flag.name not in added:
+                p.add_argument("--" + flag.name.replace("_", "-"), **flag.settings)
+                added.add(flag.name)
     p.add_argument("--num-classes", type=int, default=None,
                    help="number of classes (default: the dataset's: 21 VOC, 60 Context, 19 Cityscapes; "
                         "folder: the lines of <data-dir>/classes.txt)")
@@ -82,10 +106,7 @@ def eval_num_workers(device):
     """Evaluation's one loader on a GPU: every available core but the main process's (up to 16), as
     the trainers' three loaders of 4 take 12; on a CPU the model needs the cores and decoding is a
     few percent of an image's time: one worker per 8 cores."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
+    cores = available_cores()
     return min(16, max(1, cores - 1)) if device.type == "cuda" else cores // 8
 
 
@@ -145,8 +166,7 @@ def train_parser(description, *, batch_size, split_id, checkpoint_dir, input_siz
     p.add_argument("--power", type=float, default=0.9, help="poly learning-rate exponent")
     p.add_argument("--random-mirror", action="store_true", help="random horizontal flips (VOC; off as in the original)")
     p.add_argument("--random-scale", action="store_true", help="random scaling 0.5-1.6 (VOC; off as in the original)")
-    p.add_argument("--random-seed", type=int, default=1234,
-                   help="seeds python, numpy, torch, the loaders and the split (the original ignored it)")
+    add_seed_flag(p, "the split", in_the_original=True)
     p.add_argument("--restore-from", default=None,
                    help="initial segmenter weights, copied where name and shape match; default "
                         f"{PRETRAINED_DIR}/<ImageNet file of --model and --backbone> "
@@ -157,12 +177,9 @@ def train_parser(description, *, batch_size, split_id, checkpoint_dir, input_siz
                         "(--restore-from none)")
     p.add_argument("--save-pred-every", type=int, default=5000, help="write VOC_<iter>.pth every this many iterations")
     p.add_argument("--checkpoint-dir", default=checkpoint_dir, help="output folder")
-    p.add_argument("--log-every", type=int, default=10, help="[new] print and log to metrics.jsonl every this many iterations")
     p.add_argument("--val-list", default=None,
                    help="[new] validation list for the checks during training (default: the dataset's validation split)")
-    p.add_argument("--tensorboard", action="store_true",
-                   help="[new] also write the logged scalars, and a prediction montage of the first validation "
-                        "images at each snapshot, to TensorBoard (needs the optional tensorboard package)")
+    add_logging_flags(p, montage=True)
     add_resume_flags(p, "<checkpoint-dir>")
     add_speed_flags(p)
     p.add_argument("--sync-bn", action="store_true",
@@ -208,7 +225,33 @@ def check_train_args(args, script):
                             f"{need} images per batch (the BatchNorm of its ASPP image pooling normalises over the "
                             f"batch, and cannot normalise one image)")
     if args.restore_from is None:
-        args.restore_from = f"{PRETRAINED_DIR}/{SEGMENTERS[args.model].imagenet_weights[args.backbone]}"
+        args.restore_from = default_restore_from(args.model, args.backbone)
     if isinstance(args.split_id, str) and args.split_id.lower() == "none":
         args.split_id = None
     return args
+
+
+def adopt_training_flags(checkpoint, args):
+    """Read the args.json that this project's trainers write beside their checkpoints: --model,
+    --backbone and --num-classes not given are taken from it, and every model flag given must agree
+    with it (evaluating a 4-branch run with 2 branches, say, gives wrong numbers without any error)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "args.json")
+    if checkpoint.startswith(("http://", "https://")) or not os.path.isfile(path):
+        return
+    try:
+        with open(path) as f:
+            trained = json.load(f)
+    except (OSError, ValueError):
+        return
+    if "model" in trained:
+        trained["model"] = canonical_model_name(trained["model"])
+    for name in ("model", "backbone", "num_classes"):
+        if getattr(args, name) is None and trained.get(name) is not None:
+            setattr(args, name, trained[name])
+    if "wrn_width_mult" in trained and args.wrn_width_mult == 1.0:
+        args.wrn_width_mult = trained["wrn_width_mult"]
+    for name in ("model", "backbone", "aspp_branches", "num_classes", "wrn_width_mult"):
+        if name in trained and trained[name] != getattr(args, name):
+            flag = "--" + name.replace("_", "-")
+            raise UserError(f"{flag} {getattr(args, name)} but the run that wrote {checkpoint} used "
+                            f"{flag} {trained[name]} ({path}); pass {flag} {trained[name]}")

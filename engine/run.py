@@ -1,29 +1,24 @@
-"""The run: what every trainer does around its method, so that the script shows only the method.
+"""The run: what a trainer calls around its method; the loop itself is written in the script.
 
-    with TrainingRun(args, streams=("labeled", "unlabeled", "real"), split_file=...) as run:
+    with TrainingRun(args, run_config(args), S4GANStep.streams, segmentation=segmentation_config(args),
+                     split_file="train_voc_split.pkl") as run:
         ...build models and optimizers...
         run.track(models={"model": model, "D": model_d}, optimizers={"S": optimizer, "D": optimizer_d},
                   base_lrs={"S": args.learning_rate, "D": args.learning_rate_D})
-        for i, batches in run.iterations():
-            values = step(i, **batches)
+        run.begin(args.num_steps)
+        for i in range(run.start, args.num_steps):
+            run.set_poly_learning_rates(i)
+            values = step(i, **run.next_batches(i))
             run.log(i, values)
+            if original_snapshot_due(i, args.save_pred_every, args.num_steps):
+                run.save_snapshot(i)        # VOC_<i>.pth and latest.pth
+            run.stop_if_requested(i)        # SIGINT/SIGTERM: latest.pth, then exit
+        run.finish()
 
-Before each iteration `iterations()` sets the poly learning rates and draws one batch per stream;
-after it, it writes the snapshots VOC_<i>.pth (every --save-pred-every and at the end, as the
-original), the full training state latest.pth (at the same moments and on SIGINT/SIGTERM), and
-refuses to save weights that are not finite. `--resume` restores everything in `track()`.
-
-Epoch-based trainers (train_mlmt.py) pass their own data (`data=`) and loop over epochs instead:
-
-    for epoch in run.epochs(num_epochs, epoch_length, restart=("unlabeled",)):
-        for i, batches in run.epoch_iterations(epoch):
-            values = step(i, epoch, **batches)
-            run.log(i, values)
-        ...end-of-epoch work (scheduler, validation)...
-        run.log_epoch(epoch, summary)
-
-latest.pth is then written at the end of every epoch (after the end-of-epoch work) and on
-SIGINT/SIGTERM; there are no VOC_<i>.pth snapshots.
+`track()` restores everything of --resume (then `run.start` is the next iteration); `begin()` opens
+the log and turns stop signals into a request that `stop_if_requested` answers between iterations.
+Weights that are not finite are never saved. An epoch-based trainer (train_mlmt.py) writes its
+epochs in the same way, calling `save_state` at each epoch's end and `log_epoch` for its summary.
 """
 import json
 import os
@@ -36,9 +31,9 @@ from data import get_dataset
 from engine import setup
 from engine.evaluator import prediction_montage, validation_dataset
 from engine.state import TrainingState, promote_complete_temporary, read_training_state
-from methods.common import host_values
-from model import SEGMENTERS
+from methods.values import host_values
 from utils.amp import Precision
+from data.splits import save_permutation
 from utils.checkpoint import atomic_torch_save, remove_stale_temporaries
 from utils.distributed import all_gather_objects, bare, broadcast_object, cleanup
 from utils.errors import UserError
@@ -48,27 +43,27 @@ from utils.schedules import apply_poly_lr
 
 
 class TrainingRun:
-    def __init__(self, args, streams, split_file, data=None, log_dir=None, batch_sizes=None, drop_last=False):
-        """`data`: None for the segmentation trainers; else a function (args, env, saved split or None)
-        -> (training dataset with `.ids`, split permutation, {stream name: BatchStream}) that builds
-        a trainer's own datasets and streams (`streams` and `split_file` are then not used).
-        `log_dir`: where metrics.jsonl goes (default --checkpoint-dir); `batch_sizes`: per-stream
-        batch sizes other than --batch-size; `drop_last`: every stream drops incomplete batches."""
-        self.args = args
-        self.log_dir = log_dir or args.checkpoint_dir
-        self.env = setup.start_run(args)
-        self._lock = RunLock(args.checkpoint_dir, say=self.say)
+    def __init__(self, flags, config, streams, *, segmentation=None, split_file=None, data=None):
+        """`flags`: the parsed flags, which the run records (args.json, latest.pth) and compares when it
+        resumes; `config`: the RunConfig (engine/config.py); `streams`: the method's {stream: pool}.
+        The segmentation trainers give `segmentation` (SegmentationConfig: data, model, split) and the
+        name their split file has in the checkpoint folder (`split_file`); a trainer with data of its
+        own gives `data`: (env, saved split or None) -> (training dataset with `.ids`, split
+        permutation, {stream name: BatchStream})."""
+        self.flags, self.config, self.segmentation = flags, config, segmentation
+        self.env = setup.start_run(config.device, config.gpu, config.random_seed, config.checkpoint_dir)
+        self._lock = RunLock(config.checkpoint_dir, say=self.say)
         try:
-            self._start(args, streams, split_file, data, batch_sizes, drop_last)
+            self._start(streams, split_file, data)
         except BaseException:
             self._lock.release()
             raise
 
-    def _start(self, args, streams, split_file, data, batch_sizes, drop_last):
+    def _start(self, streams, split_file, data):
         refused = None
         if self.env.is_main:
             try:
-                self._settle_folder(args)
+                self._settle_folder()
             except UserError as exc:
                 refused = exc
         # the others read once the main process has settled the folder, or stop with it
@@ -76,46 +71,44 @@ class TrainingRun:
         if refused is not None or message is not None:
             raise refused or UserError(message)
         if not self.env.is_main:
-            self.resume = read_training_state(args, self.env.world_size, say=self.say, main=False)
+            self.resume = read_training_state(self.flags, self.env.world_size, say=self.say, main=False)
         check_same_start(self.env, self.resume)
         saved_split = self.resume["split"] if self.resume else None
         if data is not None:
-            self.dataset, self.split, self.streams = data(args, self.env, saved_split)
+            self.dataset, self.split, self.streams = data(self.env, saved_split)
         else:
-            # a model that cannot train on a batch of one image never gets an incomplete batch
-            drop_last = drop_last or (hasattr(args, "model") and SEGMENTERS[args.model].min_batch > 1)
-            self.dataset, num_listed = setup.make_train_dataset(args)
-            self.split = setup.make_split(args, num_listed, saved_split)
-            self.streams = setup.make_streams(args, self.env, self.dataset, self.split, streams, num_listed,
-                                              batch_sizes, drop_last)
+            seg = self.segmentation
+            self.dataset, num_listed = setup.make_train_dataset(seg.data)
+            self.split = setup.make_split(seg.split, self.config.random_seed, num_listed, saved_split)
+            self.streams = setup.make_streams(seg.split, self.env, self.dataset, self.split, streams, num_listed,
+                                              self.config.random_seed, self.config.num_workers)
         self._split_file = split_file
-        self.precision = Precision(args.amp, self.env.device)
+        self.precision = Precision(self.config.amp, self.env.device)
         self.models, self.optimizers, self.base_lrs = {}, {}, {}
-        self.state, self.start, self.lr = None, 0, None
-        self._log = self._iterations = None
-        self._stop, self._epoch_length = None, None
+        self.state, self.start = None, 0
+        self._log = self._stop = self._saved_at = None
         if self.resume:
             self.say(f"resuming from {self.resume['path']} at iteration {self.resume['iteration']}")
 
     def __enter__(self):
         return self
 
-    def _settle_folder(self, args):
+    def _settle_folder(self):
         """The main process: take the folder's lock, keep a complete state an interrupted save left,
         clear what killed writes left half-way, and read the state to resume."""
         self._lock.acquire()
-        if args.resume == "auto":
-            promote_complete_temporary(args.checkpoint_dir, say=self.say)
-        for folder in {args.checkpoint_dir, self.log_dir}:
+        if self.config.resume == "auto":
+            promote_complete_temporary(self.config.checkpoint_dir, say=self.say)
+        for folder in {self.config.checkpoint_dir, self.config.log_dir}:
             removed = remove_stale_temporaries(folder)
             if removed:
                 self.say(f"removed {len(removed)} temporary file(s) a killed write left in {folder}: "
                          f"{', '.join(removed[:3])}")
-        self.resume = read_training_state(args, self.env.world_size, say=self.say)
+        self.resume = read_training_state(self.flags, self.env.world_size, say=self.say)
 
     def __exit__(self, *exc):
-        if self._iterations is not None:
-            self._iterations.close()  # restores the signal handlers
+        if self._stop is not None:
+            self._stop.__exit__()  # the signal handlers as they were
         if self._log is not None:
             self._log.close()
         for stream in getattr(self, "streams", {}).values():
@@ -132,15 +125,19 @@ class TrainingRun:
     def segmenter(self):
         """The segmenter of --model/--backbone on the device, in train mode (BN uses batch statistics,
         as the original); --restore-from is loaded unless the run resumes."""
-        model = setup.segmenter(self.args, restore=self.resume is None, say=self.say)
+        model = setup.segmenter(self.segmentation.model, restore=self.resume is None, say=self.say)
         return model.to(self.env.device).train()
 
-    def discriminator(self):
-        return setup.discriminator(self.args, restore=self.resume is None, say=self.say).to(self.env.device).train()
+    def discriminator(self, restore_from=None):
+        """s4GAN's D for the segmenter's classes; `restore_from` (--restore-from-D) is loaded unless the
+        run resumes (its latest.pth holds D)."""
+        model = setup.discriminator(self.segmentation.model.num_classes, restore_from if self.resume is None else None,
+                                    say=self.say)
+        return model.to(self.env.device).train()
 
     def distribute(self, module, sync_bn=False):
         """channels-last if asked, and DistributedDataParallel under torchrun."""
-        return setup.prepare_module(module, self.args, self.env, sync_bn)[0]
+        return setup.prepare_module(module, self.env, self.config.channels_last, sync_bn)[0]
 
     def track(self, models, optimizers, base_lrs=None, extras=None):
         """What is saved and scheduled: models ('model' -> VOC_<i>.pth, 'D' -> VOC_<i>_D.pth), the
@@ -149,32 +146,54 @@ class TrainingRun:
         latest.pth: a scheduler, running meters; one with a snapshot_warning() method is also asked
         at every snapshot, and a message it returns is printed). Restores --resume."""
         self.models, self.optimizers, self.base_lrs = models, optimizers, base_lrs or {}
-        self.state = TrainingState(self.args, self.env, models, optimizers, self.precision, self.streams,
+        self.state = TrainingState(self.flags, self.env, models, optimizers, self.precision, self.streams,
                                    self.split, self.dataset.ids, extras)
         if self.resume:
             self.start = self.state.restore(self.resume)
         if self.env.is_main:  # written once every input (data, split, weights) has been read: a refused run
-            args = self.args  # overwrites nothing of an earlier one
-            setup.write_args(args)
-            if os.path.abspath(self.log_dir) != os.path.abspath(args.checkpoint_dir):
-                os.makedirs(self.log_dir, exist_ok=True)
-                setup.write_args(args, self.log_dir)  # beside metrics.jsonl too, for the plot
+            folder = self.config.checkpoint_dir  # overwrites nothing of an earlier one
+            setup.write_args(self.flags, folder)
+            if os.path.abspath(self.config.log_dir) != os.path.abspath(folder):
+                os.makedirs(self.config.log_dir, exist_ok=True)
+                setup.write_args(self.flags, self.config.log_dir)  # beside metrics.jsonl too, for the plot
             if self._split_file and self.split is not None:
-                setup.save_split(args, self.split, self._split_file)
+                save_permutation(os.path.join(folder, self._split_file), self.split)
 
-    # ------------------------------------------------------------ the loop
-    def iterations(self):
-        """Yield (i, {stream name: batch}) for i = start .. --num-steps - 1."""
+    # ------------------------------------------------------------ what the script's loop calls
+    def begin(self, num_iterations):
+        """The loop over iterations run.start .. num_iterations - 1 begins: metrics.jsonl opens, and from
+        now on SIGINT/SIGTERM only ask the run to stop (at the next `stop_if_requested`)."""
         if self.state is None:
-            raise RuntimeError("call run.track(...) before run.iterations()")
-        args = self.args
+            raise RuntimeError("call run.track(...) before run.begin(...)")
+        self.num_iterations = num_iterations
         if self.env.is_main:
-            os.makedirs(self.log_dir, exist_ok=True)
-        self._log = TrainingLog(os.path.join(self.log_dir, "metrics.jsonl"), self.start, args.num_steps,
-                                args.log_every, enabled=self.env.is_main, tensorboard=getattr(args, "tensorboard", False))
+            os.makedirs(self.config.log_dir, exist_ok=True)
+        self._log = TrainingLog(os.path.join(self.config.log_dir, "metrics.jsonl"), self.start, num_iterations,
+                                self.config.log_every, enabled=self.env.is_main, tensorboard=self.config.tensorboard)
         self._prepare_montage()
-        self._iterations = self._loop(args.num_steps, args.save_pred_every)
-        return self._iterations
+        self._stop = StopRequested(self.env).__enter__()
+
+    def set_poly_learning_rates(self, i):
+        """Every optimizer group's lr = poly(its optimizer's base lr, i) x the group's `lr_mult`, the
+        original's schedule over the run's iterations."""
+        for name, optimizer in self.optimizers.items():
+            apply_poly_lr(optimizer, self.base_lrs[name], i, self.num_iterations, self.segmentation.power)
+
+    def next_batches(self, i):
+        """{stream name: its next batch} for iteration i. A loader worker that a signal of its own ended
+        after a stop was asked for leaves the state of iteration i - 1, which is then saved."""
+        positions = {name: s.state_dict() for name, s in self.streams.items()}
+        try:
+            return {name: next(s) for name, s in self.streams.items()}
+        except Exception:
+            if self._stop.signum is None or self.env.distributed:  # no save the other processes did not agree on
+                raise
+            for name, s in self.streams.items():
+                s.load_state_dict(positions[name])
+            check_finite_weights(self.models, i - 1)
+            self.state.save(i)
+            raise Interrupted(f"stopped by signal {self._stop.signum} before iteration {i}; the training state "
+                              f"is saved: run the same command with --resume auto to continue", self._stop.signum)
 
     def log(self, i, values, force=False):
         """Print and record iteration i's values every --log-every iterations (always with `force`).
@@ -183,125 +202,68 @@ class TrainingRun:
         if not self._log.due(i, force):
             self._log.tick()
             return
-        self._log.update(i, {**host_values(i, values), "lr": self.lr}, force)
+        lr = next(iter(self.optimizers.values())).param_groups[0]["lr"]  # the first group's, as it was used
+        self._log.update(i, {**host_values(i, values), "lr": lr}, force)
 
-    # ------------------------------------------------------------ the epoch-based loop
-    def epochs(self, num_epochs, epoch_length, restart=()):
-        """Yield the epochs left (from the resumed one). Each epoch is `epoch_length` iterations,
-        numbered on from the previous epoch's. The streams named in `restart` start a fresh
-        shuffle at the start of every epoch. After the body of an epoch (its iterations and the
-        end-of-epoch work), latest.pth is written, and a pending SIGINT/SIGTERM stops the run."""
-        if self.state is None:
-            raise RuntimeError("call run.track(...) before run.epochs()")
-        total = num_epochs * epoch_length
-        self._epoch_length = epoch_length
-        if self.env.is_main:
-            os.makedirs(self.log_dir, exist_ok=True)
-        self._log = TrainingLog(os.path.join(self.log_dir, "metrics.jsonl"), self.start, total,
-                                self.args.log_every, enabled=self.env.is_main,
-                                tensorboard=getattr(self.args, "tensorboard", False))
-        self._iterations = self._epoch_loop(num_epochs, epoch_length, restart)
-        return self._iterations
-
-    def _epoch_loop(self, num_epochs, epoch_length, restart):
-        with StopRequested(self.env) as stop:
-            self._stop = stop
-            for epoch in range(self.start // epoch_length, num_epochs):
-                if self.start <= epoch * epoch_length:  # not an epoch that a resumed run is inside
-                    for name in restart:
-                        self.streams[name].start_new_epoch()
-                yield epoch
-                end = (epoch + 1) * epoch_length
-                check_finite_weights(self.models, end - 1)
-                self.state.save(end)
-                if stop.requested() and epoch != num_epochs - 1:
-                    raise Interrupted(f"stopped by signal {stop.signum} after epoch {epoch + 1}; the training "
-                                      f"state is saved: run the same command with --resume auto to continue",
-                                      stop.signum)
-
-    def epoch_iterations(self, epoch):
-        """Yield (i, {stream name: batch}) for the iterations of `epoch` left. A signal stops the run
-        after the current iteration, unless it is the epoch's last (the epoch's end comes first)."""
-        first, end = epoch * self._epoch_length, (epoch + 1) * self._epoch_length
-        for i in range(max(first, self.start), end):
-            self.lr = next(iter(self.optimizers.values())).param_groups[0]["lr"]
-            batches = self._next_batches(i, self._stop)
-            yield i, batches
-            if i != end - 1 and self._stop.requested():
-                check_finite_weights(self.models, i)
-                self.state.save(i + 1)
-                raise Interrupted(f"stopped by signal {self._stop.signum} after iteration {i}; the training state "
-                                  f"is saved: run the same command with --resume auto to continue", self._stop.signum)
-
-    def log_epoch(self, epoch, values, text=None):
-        """Print an epoch's summary (`text`, else the values) and add it to metrics.jsonl as a record
-        of the epoch's last iteration (so a resumed run drops and rewrites it like the others)."""
+    def log_epoch(self, i, epoch, values, text=None):
+        """Print an epoch's summary (`text`, else the values) and add it to metrics.jsonl as a record of
+        the epoch's last iteration i (so a resumed run drops and rewrites it like the others)."""
         if not self.env.is_main:
             return
         if text is None:
             text = f"epoch {epoch + 1}: " + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                                       for k, v in values.items())
         self._log.message(text)
-        record = {"iter": (epoch + 1) * self._epoch_length - 1, "epoch": epoch + 1, **values}
-        with open(os.path.join(self.log_dir, "metrics.jsonl"), "a") as f:
-            f.write(json.dumps(record) + "\n")
+        with open(os.path.join(self.config.log_dir, "metrics.jsonl"), "a") as f:
+            f.write(json.dumps({"iter": i, "epoch": epoch + 1, **values}) + "\n")
 
-    def _set_lrs(self, i):
-        lrs = [apply_poly_lr(opt, self.base_lrs[name], i, self.args.num_steps, self.args.power)
-               for name, opt in self.optimizers.items()]
-        self.lr = lrs[0]
+    def save_snapshot(self, i):
+        """After iteration i: VOC_<i>.pth of every tracked model ('D' -> VOC_<i>_D.pth; after the last
+        iteration VOC_<num_iterations>.pth, the original's names), the prediction montage with
+        --tensorboard, and latest.pth. Weights that are not finite are refused (earlier files stay)."""
+        check_finite_weights(self.models, i)
+        self._snapshot_warnings()
+        if self.env.is_main:
+            self._save_snapshots(self.num_iterations if i == self.num_iterations - 1 else i)
+            if self._montage_data is not None:
+                self._log.image("predictions", self._montage(), i)
+        self.state.save(i + 1)
+        self._saved_at = i + 1
 
-    def _loop(self, num_steps, save_every):
-        with StopRequested(self.env) as stop:
-            for i in range(self.start, num_steps):
-                self._set_lrs(i)
-                batches = self._next_batches(i, stop)
-                yield i, batches
-                last = i == num_steps - 1
-                periodic = last or (i % save_every == 0 and i != 0)
-                stopping = stop.requested() and not last
-                if periodic or stopping:
-                    check_finite_weights(self.models, i)
-                if periodic:
-                    self._snapshot_warnings()
-                if periodic and self.env.is_main:
-                    self._save_snapshots(num_steps if last else i)
-                    if self._montage_data is not None:
-                        self._log.image("predictions", self._montage(), i)
-                if periodic or stopping:
-                    self.state.save(i + 1)
-                if stopping:
-                    raise Interrupted(f"stopped by signal {stop.signum} after iteration {i}; the training state "
-                                      f"is saved: run the same command with --resume auto to continue", stop.signum)
-        self.say(f"done: {snapshot_path(self.args.checkpoint_dir, num_steps)}")
+    def save_state(self, next_iteration):
+        """latest.pth: everything needed to continue at `next_iteration` (written once per iteration;
+        weights that are not finite are refused)."""
+        if self._saved_at == next_iteration:
+            return
+        check_finite_weights(self.models, next_iteration - 1)
+        self.state.save(next_iteration)
+        self._saved_at = next_iteration
 
-    def _next_batches(self, i, stop):
-        positions = {name: s.state_dict() for name, s in self.streams.items()}
-        try:
-            return {name: next(s) for name, s in self.streams.items()}
-        except Exception:
-            if stop.signum is None or self.env.distributed:  # no save the other processes did not agree on
-                raise
-            # a loader's worker ended by a signal of its own (SIGKILL, say) after the stop was asked
-            # for: the state after the last completed iteration is still whole, so save it
-            for name, s in self.streams.items():
-                s.load_state_dict(positions[name])
-            check_finite_weights(self.models, i - 1)
-            self.state.save(i)
-            raise Interrupted(f"stopped by signal {stop.signum} before iteration {i}; the training state "
-                              f"is saved: run the same command with --resume auto to continue", stop.signum)
+    def stop_if_requested(self, i, after=None):
+        """If SIGINT/SIGTERM arrived (on any process, under torchrun: all agree), save latest.pth and stop
+        after iteration i (`after`: what the message calls that point). After the run's last iteration
+        there is nothing to stop."""
+        if i == self.num_iterations - 1 or not self._stop.requested():
+            return
+        self.save_state(i + 1)
+        raise Interrupted(f"stopped by signal {self._stop.signum} after {after or f'iteration {i}'}; the training "
+                          f"state is saved: run the same command with --resume auto to continue", self._stop.signum)
+
+    def finish(self):
+        self.say(f"done: {snapshot_path(self.config.checkpoint_dir, self.num_iterations)}")
 
     def _montage(self):
         """Image | ground truth | prediction of the first validation images, for TensorBoard."""
-        return prediction_montage(self.models["model"], self._montage_data, get_dataset(self.args.dataset).palette,
-                                  self.env.device)
+        return prediction_montage(self.models["model"], self._montage_data,
+                                  get_dataset(self.segmentation.data.dataset).palette, self.env.device)
 
     def _prepare_montage(self):
-        """--tensorboard: the validation images of the montage, found now rather than at the first snapshot."""
+        """--tensorboard of a segmentation run: the validation images of the montage, found now rather
+        than at the first snapshot."""
         self._montage_data = None
-        if getattr(self.args, "tensorboard", False) and self.env.is_main:
+        if self.config.tensorboard and self.env.is_main and self.segmentation is not None:
             try:
-                self._montage_data = validation_dataset(self.args)
+                self._montage_data = validation_dataset(self.segmentation.data.listing(self.segmentation.val_list))
             except UserError as exc:
                 self.say(f"warning: no prediction montage in TensorBoard: {exc}")
 
@@ -315,30 +277,7 @@ class TrainingRun:
         for name, module in self.models.items():
             suffix = "" if name == "model" else f"_{name}"
             atomic_torch_save(bare(module).state_dict(),
-                              snapshot_path(self.args.checkpoint_dir, i, suffix))
-
-
-class BestCheckpoint:
-    """best.pth: the weights of the best validation score so far, written atomically by the main
-    process. Pass it to `run.track(extras=...)` so that the best score survives --resume."""
-
-    def __init__(self, path, env):
-        self.path, self.env, self.score = path, env, None
-
-    def update(self, score, module):
-        """Save `module` if `score` beats every earlier one; return whether it did."""
-        if self.score is not None and score <= self.score:
-            return False
-        self.score = score
-        if self.env.is_main:
-            atomic_torch_save(bare(module).state_dict(), self.path)
-        return True
-
-    def state_dict(self):
-        return {"score": self.score}
-
-    def load_state_dict(self, state):
-        self.score = state["score"]
+                              snapshot_path(self.config.checkpoint_dir, i, suffix))
 
 
 def check_same_start(env, resume):
@@ -351,6 +290,11 @@ def check_same_start(env, resume):
         by_rank = ", ".join("fresh" if s is None else f"iteration {s}" for s in starts)
         raise UserError(f"the processes would start from different states (by rank: {by_rank}): "
                         f"--checkpoint-dir must be one folder that every process sees")
+
+
+def original_snapshot_due(i, save_every, num_steps):
+    """The original's snapshots: after every save_every-th iteration (not the first) and the last."""
+    return i == num_steps - 1 or (i % save_every == 0 and i != 0)
 
 
 def snapshot_path(checkpoint_dir, iteration, suffix=""):

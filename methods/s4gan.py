@@ -19,7 +19,7 @@ from collections import deque
 import torch
 import torch.nn.functional as F
 
-from methods import common
+from methods.values import defer_reads, step_values
 from utils.distributed import bare
 from utils.tensors import images_to_device, labels_to_device, set_requires_grad, upsample
 from utils.losses import masked_cross_entropy, one_hot
@@ -108,7 +108,8 @@ class S4GANStep:
     `model` and `model_d` may be DistributedDataParallel-wrapped. While D is frozen (the S phase)
     the bare D is called, so that DDP does not wait for gradients D does not get then."""
 
-    streams = ("labeled", "unlabeled", "real")
+    # stream -> the pool it draws from: D's "real" maps are ground truth of labeled images, in their own order
+    streams = {"labeled": "labeled", "unlabeled": "unlabeled", "real": "labeled"}
 
     def __init__(self, model, model_d, optimizer, optimizer_d, precision, *, num_classes, ignore_label,
                  input_size, lambda_fm, lambda_st, threshold_st, device, d_real_norm="labeled",
@@ -122,16 +123,8 @@ class S4GANStep:
         self.lambda_fm, self.lambda_st, self.threshold_st = lambda_fm, lambda_st, threshold_st
         self.device, self.d_real_norm, self.channels_last = device, d_real_norm, channels_last
         self.monitor = SelfTrainingMonitor(threshold_st)
-        # values read by the run at logged iterations only (methods/common.py); the default: on GPUs
-        self.deferred = common.defer_reads(device) if deferred is None else deferred
-
-    @classmethod
-    def from_args(cls, args, model, model_d, optimizer, optimizer_d, precision, device):
-        """The step as the trainers' flags set it (both s4GAN trainers)."""
-        return cls(model, model_d, optimizer, optimizer_d, precision, num_classes=args.num_classes,
-                   ignore_label=args.ignore_label, input_size=args.input_size, lambda_fm=args.lambda_fm,
-                   lambda_st=args.lambda_st, threshold_st=args.threshold_st, device=device,
-                   d_real_norm=args.d_real_norm, channels_last=args.channels_last)
+        # values read by the run at logged iterations only (methods/values.py); the default: on GPUs
+        self.deferred = defer_reads(device) if deferred is None else deferred
 
     def __call__(self, iteration, labeled, unlabeled, real):
         self.optimizer.zero_grad(set_to_none=True)
@@ -174,7 +167,7 @@ class S4GANStep:
         # threshold compares); st_term: the weighted L_st (loss_fm is already weighted)
         score_real, score_fake = d_real.float().mean(), d_fake.float().mean()
         share = self.monitor.update(iteration, above_st * (iteration > 0), len(d_fake), score_real, score_fake)
-        values = common.step_values(iteration, {
+        values = step_values(iteration, {
             "loss_ce": loss_ce, "loss_fm": self.lambda_fm * loss_fm, "loss_st": loss_st,
             "loss_S": loss_s, "loss_D": loss_d, "above_st": above_st, "st_term": self.lambda_st * loss_st,
             "score_real": score_real, "score_fake": score_fake, "st_share": share}, self.deferred)

@@ -24,7 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from experiments import demo  # noqa: E402
+from experiments import demo_recipe  # noqa: E402
 from experiments.scripts import ROOT, command_line, read_result  # noqa: E402
 from utils.plot import plot_runs, read_metrics, read_threshold  # noqa: E402
 
@@ -42,7 +42,7 @@ def parse(argv):
     p.add_argument("--num-train", type=int, default=None, help="synthetic training images (default: the demo's)")
     p.add_argument("--num-val", type=int, default=None, help="synthetic validation images (default: the demo's)")
     args = p.parse_args(argv)
-    recipe = demo.defaults()
+    recipe = demo_recipe.defaults()
     for name in ("steps", "num_train", "num_val"):
         if getattr(args, name) is not None:
             setattr(recipe, name, getattr(args, name))
@@ -53,8 +53,8 @@ def plan(args, recipe, out, data, num_classes):
     """[(name, seed, threshold or None, lr_D or None, folder, [train argv, evaluate argv])]."""
     runs = []
     for seed in (int(s) for s in args.seeds.split(",")):
-        split = demo.make_split(recipe, os.path.join(out, f"split_{seed}.pkl"), seed)
-        common, semi = demo.train_flags(recipe, data, num_classes, split, seed)
+        split = demo_recipe.make_split(recipe, os.path.join(out, f"split_{seed}.pkl"), seed)
+        common, semi = demo_recipe.train_flags(recipe, data, num_classes, split, seed)
         common += ["--log-every", "1"]  # every iteration's selection count, for the share
         configs = [(None, None)] + [(float(t), float(lr)) for t in args.thresholds.split(",")
                                     for lr in args.lrs_d.split(",")]
@@ -66,8 +66,8 @@ def plan(args, recipe, out, data, num_classes):
                 train = ["train_s4GAN.py", *common, *semi, "--threshold-st", str(threshold),
                          "--learning-rate-D", str(lr_d)]
             folder = os.path.join(out, "runs", name)
-            runs.append((name, seed, threshold, lr_d, folder,
-                         [[*train, "--checkpoint-dir", folder], demo.evaluate_flags(recipe, data, num_classes, folder)]))
+            eval_argv = demo_recipe.evaluate_flags(recipe, data, num_classes, folder)
+            runs.append((name, seed, threshold, lr_d, folder, [[*train, "--checkpoint-dir", folder], eval_argv]))
     return runs
 
 
@@ -155,7 +155,7 @@ def main(argv=None):
     args, recipe = parse(argv)
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
-    data, num_classes = demo.make_data(recipe, out)
+    data, num_classes = demo_recipe.make_data(recipe, out)
     runs = plan(args, recipe, out, data, num_classes)
     threads = max(1, (os.cpu_count() or 1) // max(1, args.parallel))
     t0 = time.time()

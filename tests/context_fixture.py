@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from data.context import CONTEXT_CATEGORY_IDS, map_category_ids
+from data.context_layout import CONTEXT_CATEGORY_IDS, map_category_ids
 
 # (id, (h, w)): a wide, a tall, a square and an odd-sized image; the last one is in val.
 TRAIN = (("2008_000002", (40, 60)), ("2008_000123", (75, 50)), ("2009_000010", (48, 48)))

@@ -49,8 +49,8 @@ def main(argv):
     out = parser.parse_args(argv).out
     env = init_environment("cpu")
     seg, d = build()
-    wrapped_seg, seg = prepare_module(seg, argparse.Namespace(channels_last=False), env)
-    wrapped_d, d = prepare_module(d, argparse.Namespace(channels_last=False), env)
+    wrapped_seg, seg = prepare_module(seg, env)
+    wrapped_d, d = prepare_module(d, env)
     half = slice(2 * env.rank, 2 * env.rank + 2)
     batches = [(x[half], y[half]) for x, y in fixed_batches()]
     make_step(wrapped_seg, wrapped_d)(1, **dict(zip(S4GANStep.streams, batches)))

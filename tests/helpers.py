@@ -105,11 +105,13 @@ def assert_identical(a, b):
         assert a == b or (a != a and b != b)
 
 
-def tracked_files():
+def tracked_files(untracked=False):
     """The repository's files as a clone has them: git's list, or without git the tree less what
-    .gitignore names."""
+    .gitignore names. `untracked`: also the files git does not track yet but does not ignore (new
+    modules before their commit)."""
     try:
-        listing = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+        command = ["git", "ls-files", "-z"] + (["--cached", "--others", "--exclude-standard"] if untracked else [])
+        listing = subprocess.run(command, cwd=ROOT, capture_output=True, check=True).stdout
         return sorted(f for f in listing.decode().split("\0") if f and os.path.isfile(os.path.join(ROOT, f)))
     except (OSError, subprocess.CalledProcessError):
         patterns = [p.strip().rstrip("/") for p in open(os.path.join(ROOT, ".gitignore")) if p.strip()] + [".git"]
@@ -123,9 +125,11 @@ def tracked_files():
         return sorted(out)
 
 
-def copy_repository(folder):
-    """The repository's tracked files copied into `folder` (what a fresh clone holds); returns it."""
-    for name in tracked_files():
+def copy_repository(folder, untracked=False):
+    """The repository's tracked files copied into `folder` (what a fresh clone holds); returns it.
+    `untracked`: with the files not yet tracked that git does not ignore (the working tree as it
+    would be committed)."""
+    for name in tracked_files(untracked):
         os.makedirs(os.path.dirname(os.path.join(folder, name)), exist_ok=True)
         shutil.copy2(os.path.join(ROOT, name), os.path.join(folder, name))
     return folder

@@ -1,4 +1,3 @@
-import argparse
 import os
 import shutil
 
@@ -10,6 +9,7 @@ from data import cityscapes as city
 from data.cityscapes import (CITY_CLASSES, CITY_IGNORE_LABEL, CITY_MEAN, SPEC, VALID_LABEL_IDS, VOID_LABEL_IDS,
                              CityscapesSegmentation, encode_labels, pil_resize)
 from data.splits import load_permutation
+from data.config import DataConfig
 from tests.city_fixture import label_dir, make_city
 from utils.errors import UserError
 
@@ -27,10 +27,10 @@ def fresh_city(tmp_path):
 
 
 def args_for(root, **extra):
-    values = dict(data_dir=root, data_list=None, input_size=(256, 512), random_scale=False, random_mirror=False,
-                  num_classes=19, ignore_label=250, context_train_mean="reversed")
+    values = dict(dataset="cityscapes", data_dir=root, data_list=None, input_size=(256, 512), num_classes=19,
+                  ignore_label=250, context_train_mean="reversed")
     values.update(extra)
-    return argparse.Namespace(**values)
+    return DataConfig(**values)
 
 
 def read_raw(ds, index):

@@ -1,4 +1,3 @@
-import argparse
 import os
 import pickle
 
@@ -8,11 +7,13 @@ import torch
 from PIL import Image
 
 from data import context as ctx
-from data.context import CONTEXT_CATEGORY_IDS, CONTEXT_CLASSES, SPEC, ContextSegmentation, map_category_ids
+from data.context import SPEC, ContextSegmentation
+from data.context_layout import CONTEXT_CATEGORY_IDS, CONTEXT_CLASSES, map_category_ids
 from data.context_masks import read_mask_cache
 from data.context_prepare import prepare
 from data.splits import load_permutation
 from data.transforms import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, context_train_normalization
+from data.config import DataConfig
 from tests.context_fixture import (OTHER_IDS, TRAIN, VAL, make_context_cache, make_context_layout, make_context_mat,
                                    write_images, write_list, write_malicious_cache)
 from utils.errors import UserError
@@ -30,10 +31,10 @@ def read_png(path):
 
 
 def args_for(root, **extra):
-    values = dict(data_dir=root, data_list=None, input_size=(321, 321), random_scale=False, random_mirror=False,
-                  num_classes=60, ignore_label=-1, context_train_mean="rgb")
+    values = dict(dataset="pascal_context", data_dir=root, data_list=None, input_size=(321, 321), num_classes=60,
+                  ignore_label=-1, context_train_mean="rgb")
     values.update(extra)
-    return argparse.Namespace(**values)
+    return DataConfig(**values)
 
 
 @pytest.fixture(scope="module")

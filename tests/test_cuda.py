@@ -10,7 +10,6 @@ SEMISUP_CUDA_TESTS_DEVICE=cpu runs the device-generic tests on the CPU instead, 
 own logic on a machine without a GPU (the CUDA-only ones, CUDA -> CPU checkpoints and NCCL, still
 skip); a CPU pass says nothing about CUDA.
 """
-import argparse
 import json
 import os
 import shutil
@@ -26,6 +25,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader, default_collate  # noqa: E402
 
+from data.config import DataConfig  # noqa: E402
 from tests.helpers import ROOT, assert_identical, crash_at, needs_cuda, run_main  # noqa: E402
 
 DEVICE = torch.device(os.environ.get("SEMISUP_CUDA_TESTS_DEVICE", "cuda"))
@@ -110,7 +110,7 @@ def within(value, reference, rtol, atol):
 def one_step(kind, amp, states, batches):
     """The trainers' step once, from the given weights: returns the loss values it logged and the
     segmenter after the update."""
-    from methods.common import host_values
+    from methods.values import host_values
     from methods.s4gan import S4GANStep
     from methods.supervised import SupervisedStep
     from model import build_discriminator, build_segmenter
@@ -241,8 +241,8 @@ def test_batched_evaluation_equals_batch_1(synth, note):
     from engine.evaluator import eval_collate, evaluate
     from model import build_segmenter
 
-    dataset = get_dataset("folder").build_val(argparse.Namespace(
-        data_dir=synth, num_classes=NUM_CLASSES, ignore_label=255, data_list=os.path.join(synth, "lists", "val.txt")))
+    dataset = get_dataset("folder").build_val(DataConfig("folder", synth, NUM_CLASSES, 255,
+                                                         data_list=os.path.join(synth, "lists", "val.txt")))
     shapes = {tuple(dataset[i][0].shape) for i in range(len(dataset))}
     assert len(shapes) >= 2  # mixed sizes: batches split into groups
     torch.manual_seed(0)
@@ -281,8 +281,8 @@ def test_uint8_batches_normalised_on_the_device_equal_the_float_items(synth, not
     from engine.evaluator import DeviceNormalizer, eval_collate, uint8_batches
 
     def dataset():
-        return get_dataset("pascal_voc").build_val(argparse.Namespace(
-            data_dir=synth, num_classes=NUM_CLASSES, ignore_label=255, data_list=os.path.join(synth, "lists", "val.txt")))
+        return get_dataset("pascal_voc").build_val(DataConfig("pascal_voc", synth, NUM_CLASSES, 255,
+                                                              data_list=os.path.join(synth, "lists", "val.txt")))
 
     floats = [g for groups in DataLoader(dataset(), batch_size=4, collate_fn=eval_collate) for g in groups]
     raw = uint8_batches(dataset())
@@ -405,8 +405,8 @@ def test_exact_resume_with_deterministic_algorithms(synth, tmp_path, monkeypatch
 
     start_run = setup.start_run
 
-    def start_run_without_autotuning(args):
-        env = start_run(args)
+    def start_run_without_autotuning(*args):
+        env = start_run(*args)
         torch.backends.cudnn.benchmark = False
         return env
 
@@ -504,7 +504,7 @@ def test_sync_batchnorm_under_a_one_process_nccl_group(synth, tmp_path):
         frozen = {n for n, p in converted.named_parameters() if not p.requires_grad}
         # prepare_module takes its distributed branch for a multi-process env; here the group has one
         env = types.SimpleNamespace(device=DEVICE, distributed=True)
-        wrapped, bare = prepare_module(converted, types.SimpleNamespace(channels_last=False), env, sync_bn=True)
+        wrapped, bare = prepare_module(converted, env, sync_bn=True)
         assert isinstance(wrapped, DistributedDataParallel) and wrapped.module is bare
         assert not any(type(m) is torch.nn.BatchNorm2d for m in bare.modules())
         assert sum(isinstance(m, torch.nn.SyncBatchNorm) for m in bare.modules()) > 0
@@ -571,8 +571,8 @@ def test_a_deferred_step_does_not_synchronise(synth):
 def test_mlmt_views_made_on_the_device_match_the_cpu(note):
     """train_mlmt.py --augment-on-device: the same batch of views on the device and on the CPU (the
     same float32 operations; a rounding at .5 may land on the other side)."""
-    from data.device_views import unlabeled_views
-    from data.multilabel import view_draws
+    from methods.mlmt.views import unlabeled_views
+    from methods.mlmt.labels import view_draws
 
     rng = np.random.default_rng(0)
     images = torch.from_numpy(rng.integers(0, 256, (16, 3, 64, 64), dtype=np.uint8))

@@ -13,6 +13,7 @@ from data import DATASETS, get_dataset
 from data.cityscapes import city_palette
 from data.context import context_palette
 from model import build_discriminator
+from engine.config import segmentation_config
 from tests.city_fixture import make_city
 from tests.context_fixture import make_context_layout
 from tests.helpers import expect_error, run_main
@@ -55,7 +56,8 @@ def test_train_and_evaluate(dataset, roots, tmp_path, capsys):
     assert code == 0 and "meanIOU" in out, err
     names = get_dataset(dataset).class_names(get_dataset(dataset).num_classes)
     assert f"class  1 {names[1]}" in out  # the dataset's own class names
-    val = get_dataset(dataset).build_val(train_full.parse_args(["--dataset", dataset, "--data-dir", root]))
+    val = get_dataset(dataset).build_val(segmentation_config(train_full.parse_args(["--dataset", dataset,
+                                                                                    "--data-dir", root])).data)
     png = Image.open(tmp_path / "r" / (val.ids[0] + ".png"))
     palette = city_palette() if dataset == "cityscapes" else context_palette()
     assert png.mode == "P" and np.array_equal(np.array(png.getpalette()[:768], np.uint8).reshape(256, 3), palette)

@@ -1,4 +1,4 @@
-"""train_mlmt.py --augment-on-device (data/device_views.py): the unlabeled views made on the training
+"""train_mlmt.py --augment-on-device (methods/mlmt/views.py): the unlabeled views made on the training
 device from the draws the CPU pipeline makes for the same item: the teacher views are the CPU's, the
 student views within a grey level or two of PIL's; each operation by hand; the CPU pipeline itself
 unchanged by the draws' refactoring; a run with the flag trains, resumes exactly and refuses a
@@ -12,11 +12,11 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 import train_mlmt
-from data import device_views as dv
-from data.multilabel import DRAWS, ClassifierImages, ImageLabels, view_draws
+from methods.mlmt import views as dv
+from methods.mlmt.labels import DRAWS, ClassifierImages, ImageLabels, view_draws
 from tests.helpers import assert_identical, crash_at, run_main
 from tests.test_mlmt import ITERS_PER_EPOCH, final_state, mlmt_flags, one_thread, voc  # noqa: F401  (its fixtures)
-from methods.mlmt import MLMTStep
+from methods.mlmt.objective import MLMTStep
 
 
 @pytest.fixture(scope="module")

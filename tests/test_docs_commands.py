@@ -35,7 +35,7 @@ from tests.city_fixture import make_city
 from tests.context_fixture import label_map, write_images, write_list
 from tests.helpers import ROOT, copy_repository, run_main, tracked_files
 from tests.voc_fixture import make_voc
-from data.context import map_category_ids
+from data.context_layout import map_category_ids
 
 DOCUMENTS = ["README.md"] + sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))
 # the commands no test can run, and why (each is still checked to be in the documents)

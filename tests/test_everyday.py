@@ -1,5 +1,4 @@
 """The synthetic dataset, the demo, progress output, plots, montages, custom folders, --help."""
-import argparse
 import io
 import os
 
@@ -16,6 +15,7 @@ import train_s4GAN_wrn38
 from data.joined import JoinedDataset
 from data.synthetic import CLASSES, write_dataset
 from data.voc import VOCSegmentation
+from data.config import DataConfig
 from tests.helpers import run_main, tiny_train_flags
 from utils import plot
 from utils.progress import TrainingLog
@@ -86,8 +86,8 @@ def test_folder_dataset_names_classes_from_classes_txt(synthetic, tmp_path, caps
 
 def test_folder_eval_scores_each_image_at_its_own_size(synthetic):
     from data import get_dataset
-    ds = get_dataset("folder").build_val(argparse.Namespace(data_dir=synthetic, num_classes=6, ignore_label=255,
-                                                           data_list=os.path.join(synthetic, "lists", "val.txt")))
+    ds = get_dataset("folder").build_val(DataConfig("folder", synthetic, 6, 255,
+                                                    data_list=os.path.join(synthetic, "lists", "val.txt")))
     image, label, size, _, _ = ds[0]
     h, w = size
     assert image.shape[1] == 8 * -(-(h - 1) // 8) + 1 and image.shape[2] == 8 * -(-(w - 1) // 8) + 1

@@ -9,7 +9,7 @@ import evaluate
 import train_full
 import train_s4GAN
 from data.transforms import context_train_normalization
-from engine.evaluator import MLMTFusion
+from methods.mlmt.fusion import MLMTFusion
 from methods.s4gan import S4GANStep
 from model import build_discriminator, build_segmenter
 from tests.crosscheck.old_optim import SGD041, Adam041

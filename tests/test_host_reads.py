@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import engine.run
-import methods.common
+import methods.values
 import train_full
 import train_s4GAN
 from methods.s4gan import SelfTrainingMonitor
@@ -61,7 +61,7 @@ def test_a_deferred_s4gan_step_reads_nothing_and_its_values_match_the_immediate_
     step = step_of(S, D, threshold=-1.0)
     immediate = [step(i, labeled=labeled, unlabeled=unlabeled, real=real) for i in range(2)]
     for now, later in zip(immediate, deferred):
-        assert methods.common.host_values(0, later) == now  # same numbers, same types (above_st an int)
+        assert methods.values.host_values(0, later) == now  # same numbers, same types (above_st an int)
     assert isinstance(immediate[1]["above_st"], int) and immediate[1]["st_share"] == 0.5
 
 
@@ -76,7 +76,7 @@ def test_the_monitor_keeps_device_counts_and_saves_numbers():
 
 
 def defer_everywhere(monkeypatch):
-    monkeypatch.setattr(methods.common, "defer_reads", lambda device: True)
+    monkeypatch.setattr(methods.values, "defer_reads", lambda device: True)
 
 
 def reads_by_iteration(monkeypatch):
@@ -84,7 +84,7 @@ def reads_by_iteration(monkeypatch):
 
     def recorded(iteration, values):
         iterations.append(iteration)
-        return methods.common.host_values(iteration, values)
+        return methods.values.host_values(iteration, values)
     monkeypatch.setattr(engine.run, "host_values", recorded)
     return iterations
 

@@ -15,11 +15,14 @@ from PIL import Image
 import evaluate
 import train_full
 import train_mlmt
-from data.multilabel import ClassifierImages, ImageLabels, normalize_images
+from methods.mlmt.labels import ClassifierImages, ImageLabels, normalize_images
 from data.splits import save_permutation
-from engine import mlmt_data, mlmt_validation, options, setup
-from methods import mlmt
-from methods.mlmt import MLMTStep
+from engine import options, setup
+from engine.config import segmentation_config
+from methods.mlmt.config import MLMTConfig
+from methods.mlmt import data as mlmt_data, networks as mlmt_networks, validation as mlmt_validation
+from methods.mlmt import objective as mlmt
+from methods.mlmt.objective import MLMTStep
 from tests.helpers import assert_identical, crash_at, expect_error, run_main, tiny_eval_flags, tiny_train_flags
 from tests.voc_fixture import make_voc, write_label
 from utils.distributed import Env
@@ -106,14 +109,14 @@ def test_labels_derived_from_pngs_are_the_hand_made_ones_and_cached(tmp_path, mo
     expected = hand_made_voc(str(tmp_path))
     args = train_mlmt.parse_args(["--data-dir", str(tmp_path), "--data-list", str(tmp_path / "train.txt"),
                                   "--num-workers", "0"])
-    split = mlmt_data.load_split(args, CPU, "train", say=lambda *_: None)
+    split = mlmt_data.load_split(MLMTConfig.from_flags(args), CPU, "train", say=lambda *_: None)
     assert split.ids == ["a", "b", "c"] and np.array_equal(split.labels, expected)
     cache = tmp_path / "train.mlmt-labels.npz"
     assert cache.is_file()
     # the second time the cache answers: reading a PNG would fail
-    import data.multilabel as multilabel
+    import methods.mlmt.labels as multilabel
     monkeypatch.setattr(multilabel, "_presence", lambda *a: (_ for _ in ()).throw(AssertionError("PNG read")))
-    assert np.array_equal(mlmt_data.load_split(args, CPU, "train", say=lambda *_: None).labels, expected)
+    assert np.array_equal(mlmt_data.load_split(MLMTConfig.from_flags(args), CPU, "train", say=lambda *_: None).labels, expected)
     monkeypatch.undo()
     # a changed label file invalidates it
     label = np.zeros((20, 30), np.uint8)
@@ -122,7 +125,7 @@ def test_labels_derived_from_pngs_are_the_hand_made_ones_and_cached(tmp_path, mo
     os.utime(tmp_path / "SegmentationClassAug" / "b.png", ns=(1, 1))
     expected[1] = 0
     expected[1, [0, 3]] = 1
-    assert np.array_equal(mlmt_data.load_split(args, CPU, "train", say=lambda *_: None).labels, expected)
+    assert np.array_equal(mlmt_data.load_split(MLMTConfig.from_flags(args), CPU, "train", say=lambda *_: None).labels, expected)
     # targets in the classifier's unit order: background last
     targets = ClassifierImages(split, "labeled", 33)[(0, (0, 0, 0, 0))][1]
     assert targets.dtype == np.float32 and targets[20] == 1 and targets[11] == 1 and targets.sum() == 2
@@ -134,7 +137,7 @@ def test_label_values_outside_the_classes_name_the_file(tmp_path):
     args = train_mlmt.parse_args(["--data-dir", str(tmp_path), "--data-list", str(tmp_path / "train.txt"),
                                   "--num-workers", "0"])
     with pytest.raises(Exception, match="c.png.*30"):
-        mlmt_data.load_split(args, CPU, "train", say=lambda *_: None)
+        mlmt_data.load_split(MLMTConfig.from_flags(args), CPU, "train", say=lambda *_: None)
 
 
 def write_original_layout(voc, root):
@@ -161,8 +164,8 @@ def test_the_original_layout_reads_to_the_same_labels(voc, tmp_path):
     derived_args = train_mlmt.parse_args(mlmt_flags(voc, tmp_path / "o"))
     assert derived_args.data_layout == "dataset"
     for split in ("train", "val"):
-        original = mlmt_data.load_split(args, CPU, split)
-        derived = mlmt_data.load_split(derived_args, CPU, split, say=lambda *_: None)
+        original = mlmt_data.load_split(MLMTConfig.from_flags(args), CPU, split)
+        derived = mlmt_data.load_split(MLMTConfig.from_flags(derived_args), CPU, split, say=lambda *_: None)
         assert original.ids == derived.ids and np.array_equal(original.labels, derived.labels)
         assert original.image_paths[0] == os.path.join(root, split, original.ids[0] + ".jpg")
 
@@ -313,13 +316,15 @@ def test_the_same_labeled_images_as_the_segmentation_trainer(voc, tmp_path):
     seg_args = train_s4GAN.parse_args(tiny_train_flags(voc, tmp_path / "seg", "--labeled-ratio", "0.34",
                                                        "--split-id", pkl))
     os.makedirs(seg_args.checkpoint_dir)
-    dataset, n = setup.make_train_dataset(seg_args)
-    perm = setup.make_split(seg_args, n)
-    setup.save_split(seg_args, perm, "train_voc_split.pkl")
-    seg_pool = setup.make_streams(seg_args, CPU, dataset, perm, ("labeled",))["labeled"].sampler.indices
+    seg = segmentation_config(seg_args)
+    dataset, n = setup.make_train_dataset(seg.data)
+    perm = setup.make_split(seg.split, seg_args.random_seed, n)
+    save_permutation(os.path.join(seg_args.checkpoint_dir, "train_voc_split.pkl"), perm)
+    seg_pool = setup.make_streams(seg.split, CPU, dataset, perm, {"labeled": "labeled"}, n, seg_args.random_seed,
+                                  seg_args.num_workers)["labeled"].sampler.indices
     args = train_mlmt.parse_args(mlmt_flags(voc, tmp_path / "m", "--labeled-ratio", "0.34",
                                             pkl=str(tmp_path / "seg" / "train_voc_split.pkl")))
-    labels, _, streams = mlmt_data.make_data(args, CPU, say=lambda *_: None)
+    labels, _, streams = mlmt_data.make_data(MLMTConfig.from_flags(args), CPU, say=lambda *_: None)
     pool = streams["labeled"].sampler.indices
     assert len(pool) == 3 and [dataset.ids[k] for k in seg_pool] == [labels.ids[k] for k in pool]
     assert set(streams["unlabeled"].sampler.indices) == set(range(10)) - set(pool)
@@ -339,11 +344,11 @@ def test_the_readme_command_reads_the_segmentation_layout(voc, tmp_path, monkeyp
     args = train_mlmt.parse_args(["--batch-size-lab", "16", "--batch-size-unlab", "80", "--labeled-ratio", "0.125",
                                   "--exp-name", "voc_semi_0_125_MLMT", "--pkl-file",
                                   "./checkpoints/voc_semi_0_125/train_voc_split.pkl", "--num-workers", "0"])
-    train, perm, streams = mlmt_data.make_data(args, CPU, say=lambda *_: None)
+    train, perm, streams = mlmt_data.make_data(MLMTConfig.from_flags(args), CPU, say=lambda *_: None)
     assert args.data_layout == "dataset" and len(train) == 10 and len(streams["labeled"].sampler.indices) == 1
     assert streams["labeled"].sampler.indices.tolist() == perm[:1].tolist()
     assert os.path.isfile(tmp_path / "data" / "voc_list" / "train_aug.mlmt-labels.npz")
-    assert len(mlmt_validation.MLMTValidator(args, CPU, None, say=lambda *_: None).split) == 3
+    assert len(mlmt_validation.MLMTValidator(MLMTConfig.from_flags(args), CPU, None, say=lambda *_: None).split) == 3
 
 
 def test_missing_pkl_file_says_where_it_comes_from(voc, tmp_path, capsys):
@@ -353,7 +358,7 @@ def test_missing_pkl_file_says_where_it_comes_from(voc, tmp_path, capsys):
 
 def test_classes_without_a_labeled_positive_are_named(voc, tmp_path, capsys):
     args = train_mlmt.parse_args(mlmt_flags(voc, tmp_path / "o", "--labeled-ratio", "0.1"))
-    mlmt_data.make_data(args, CPU, say=lambda *_: None)
+    mlmt_data.make_data(MLMTConfig.from_flags(args), CPU, say=lambda *_: None)
     err = capsys.readouterr().err
     assert "warning: no labeled image contains" in err and "'aeroplane'" in err
 
@@ -362,17 +367,17 @@ def test_pretrained_weights_absent_matching_or_not(tmp_path, capsys):
     args = train_mlmt.parse_args(["--backbone", "resnet18", "--pretrained", str(tmp_path / "absent.pth")])
     with pytest.raises(UserError, match="absent.pth does not exist: download https://download.pytorch.org/models/"
                                         "resnet18-5c106cde.pth there .* or pass --pretrained none"):
-        mlmt_data.imagenet_trunk(args, CPU)
+        mlmt_networks.imagenet_trunk(MLMTConfig.from_flags(args))
     imagenet = torchvision.models.resnet18(weights=None).state_dict()   # the 1000-way file's keys and shapes
     torch.save(imagenet, tmp_path / "r18.pth")
     args.pretrained = str(tmp_path / "r18.pth")
-    trunk = mlmt_data.imagenet_trunk(args, CPU)
-    model = mlmt_data.classifier(args, torch.device("cpu"), trunk)
+    trunk = mlmt_networks.imagenet_trunk(MLMTConfig.from_flags(args))
+    model = mlmt_networks.classifier(MLMTConfig.from_flags(args), torch.device("cpu"), trunk)
     assert torch.equal(model.conv1.weight, imagenet["conv1.weight"]) and model.fc.out_features == 21
     torch.save(torchvision.models.resnet34(weights=None).state_dict(), tmp_path / "r34.pth")
     args.pretrained = str(tmp_path / "r34.pth")
     with pytest.raises(Exception, match="is not the ImageNet resnet18"):
-        mlmt_data.imagenet_trunk(args, CPU)
+        mlmt_networks.imagenet_trunk(MLMTConfig.from_flags(args))
 
 
 def test_pascal_context_labels_and_cityscapes_refused(tmp_path, capsys):
@@ -380,7 +385,7 @@ def test_pascal_context_labels_and_cityscapes_refused(tmp_path, capsys):
     masks = make_context_layout(str(tmp_path / "pc"))
     args = train_mlmt.parse_args(["--dataset", "pascal_context", "--data-dir", str(tmp_path / "pc"), "--num-workers", "0"])
     assert args.num_classes == 60 and args.data_layout == "dataset"
-    split = mlmt_data.load_split(args, CPU, "val", say=lambda *_: None)
+    split = mlmt_data.load_split(MLMTConfig.from_flags(args), CPU, "val", say=lambda *_: None)
     for row, name in zip(split.labels, split.ids):
         assert np.flatnonzero(row).tolist() == np.unique(masks[name]).tolist()  # background only if seen
     expect_error(train_mlmt.main, ["--dataset", "cityscapes"], capsys, "--dataset cityscapes is not supported")

@@ -11,7 +11,7 @@ import train_mlmt
 import train_s4GAN
 import train_s4GAN_wrn38
 from engine.state import HARMLESS_FLAGS
-from methods.mlmt import MLMTStep
+from methods.mlmt.objective import MLMTStep
 from methods.s4gan import S4GANStep
 from tests.helpers import assert_identical, crash_at, expect_error, run_main
 from tests.test_mlmt import TRAIN_SIZES, mlmt_flags

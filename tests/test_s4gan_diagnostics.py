@@ -134,7 +134,7 @@ def test_plot_draws_the_discriminator_panel_with_the_threshold(tmp_path):
 
 
 def test_study_plans_the_grid_and_pairs_each_seed_with_its_baseline(tmp_path, monkeypatch):
-    monkeypatch.setattr(study.demo, "make_split", lambda recipe, path, seed: path)
+    monkeypatch.setattr(study.demo_recipe, "make_split", lambda recipe, path, seed: path)
     args, recipe = study.parse(["--seeds", "0,1", "--thresholds", "0.6,0.2", "--lrs-d", "1e-4", "--steps", "7"])
     runs = study.plan(args, recipe, str(tmp_path), "DATA", 6)
     assert [r[0] for r in runs] == ["baseline_s0", "s4gan_t0.6_lrd0.0001_s0", "s4gan_t0.2_lrd0.0001_s0",

@@ -1,4 +1,4 @@
-"""Mixed precision, channels-last, SyncBN guard and batched evaluation grouping (CPU)."""
+"""Mixed precision, channels-last, SyncBN guard, batched evaluation grouping and the loader workers (CPU)."""
 import os
 
 import cv2
@@ -34,12 +34,12 @@ def test_amp_and_channels_last_train_resume_and_evaluate_on_cpu(voc_root, tmp_pa
 def test_sync_bn_needs_cuda_under_torchrun():
     env = Env(torch.device("cpu"), rank=0, world_size=2)
     with pytest.raises(UserError, match="--sync-bn needs CUDA"):
-        prepare_module(build_segmenter("resnet18", 3), type("A", (), {"channels_last": False})(), env, sync_bn=True)
+        prepare_module(build_segmenter("resnet18", 3), env, sync_bn=True)
 
 
 def test_single_process_prepare_module_keeps_the_module():
     model = build_segmenter("resnet18", 3)
-    wrapped, bare = prepare_module(model, type("A", (), {"channels_last": True})(), Env(torch.device("cpu")))
+    wrapped, bare = prepare_module(model, Env(torch.device("cpu")), channels_last=True)
     assert wrapped is bare is model
     assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     assert model.unused_parameter_names() == ["layer5.conv2d_list.2.weight", "layer5.conv2d_list.2.bias",
@@ -103,6 +103,14 @@ def test_evaluate_fold_bn_gives_the_same_numbers(voc_root, tmp_path, capsys):
         assert code == 0, err
         outputs.append(iou_output(out))
     assert outputs[0] == outputs[1]
+
+
+def test_worker_default_follows_the_cores_we_may_use(monkeypatch):
+    from engine.options import default_num_workers
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert default_num_workers() == 2
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert default_num_workers() == 4
 
 
 @pytest.mark.parametrize("device,cores,workers", [("cuda", 16, 15), ("cuda", 64, 16), ("cuda", 1, 1),

@@ -20,13 +20,24 @@ SCRIPTS = {"train_full", "train_s4GAN", "train_s4GAN_wrn38", "train_mlmt", "eval
 # package -> our packages it must never import. The layers: scripts -> engine (the run machinery) ->
 # methods (the objectives) -> model, data, utils (utils: leaf helpers only); experiments (the
 # orchestration behind reproduce.py, demo.py and the studies) runs the scripts as processes and
-# reads their files, so it needs none of engine, methods, model. No package imports a script.
+# reads their files, so it needs none of engine, methods, model. Two folders of programs stand on
+# top: studies (one-off studies, built on experiments and below) and benchmarks (timings of
+# engine, methods, model, data and utils in process, and of the scripts and the authors' code as
+# processes: tests/crosscheck/driver.py is run by path, never imported). Neither imports the other,
+# nor the tests; benchmarks need nothing from experiments. No package imports a script, and only the
+# tests import benchmarks or studies.
 OURS = {"model", "data", "utils", "methods", "engine", "experiments", "studies", "benchmarks", "tests"}
 FORBIDDEN = {"model": OURS - {"model", "utils"}, "data": OURS - {"data", "utils"}, "utils": OURS - {"utils"},
              "methods": OURS - {"methods", "model", "data", "utils"},
              "engine": OURS - {"engine", "methods", "model", "data", "utils"},
              "experiments": OURS - {"experiments", "data", "utils"},
-             "studies": {"tests", "benchmarks"}}
+             "studies": {"tests", "benchmarks"},
+             "benchmarks": {"tests", "studies", "experiments"}}
+# The folders whose modules the circle check follows (and the scripts at the root). benchmarks and
+# studies are folders of programs without __init__.py: each puts its own folder on sys.path, so a
+# bare `import common` there is benchmarks/common.py.
+CIRCLE_PACKAGES = ("model", "data", "utils", "methods", "engine", "experiments", "studies", "benchmarks")
+PROGRAM_FOLDERS = {"benchmarks", "studies"}
 
 
 def imported_top_modules(path):
@@ -64,11 +75,157 @@ def test_the_import_check_sees_subpackages(tmp_path, monkeypatch):
         test_imports_run_one_way("model")
 
 
+def module_name(path):
+    """data/context.py -> data.context; data/__init__.py -> data."""
+    parts = os.path.relpath(path, ROOT)[:-3].split(os.sep)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def is_main_guard(node):
+    return isinstance(node, ast.If) and isinstance(node.test, ast.Compare) and {"__name__", "__main__"} <= {
+        getattr(n, "id", getattr(n, "value", None)) for n in ast.walk(node.test)}
+
+
+def import_statements(node):
+    """Every import statement of a module, in function bodies too; not those under
+    `if __name__ == "__main__":`, which run only in the program started as that module."""
+    for child in ast.iter_child_nodes(node):
+        if is_main_guard(child):
+            continue
+        if isinstance(child, (ast.Import, ast.ImportFrom)):
+            yield child
+        else:
+            yield from import_statements(child)
+
+
+def imported_modules(importer, node, modules):
+    """Our modules that an import statement in module `importer` makes Python run: the module named
+    and its packages, and the submodules a `from` names. A package the importer lies in has started
+    already (Python runs it first), so it counts only where `from package import name` reads a name
+    of it that is not a submodule (that name must exist by then)."""
+    folder = importer.split(".")[0]
+
+    def ours(name):  # benchmarks and studies import their neighbours by bare name
+        local = f"{folder}.{name}"
+        return local if folder in PROGRAM_FOLDERS and f"{folder}.{name.split('.')[0]}" in modules else name
+
+    found = set()
+
+    def add(name, read_from=False):
+        parts = name.split(".")
+        for k in range(1, len(parts) + 1):
+            package = ".".join(parts[:k])
+            if package in modules and ((read_from and k == len(parts)) or not importer.startswith(package + ".")):
+                found.add(package)
+
+    if isinstance(node, ast.Import):
+        for alias in node.names:
+            add(ours(alias.name))
+        return found - {importer}
+    base = node.module or ""
+    if node.level:  # relative: from the importer's package
+        package = importer.split(".") if modules[importer].endswith("__init__.py") else importer.split(".")[:-1]
+        base = ".".join(package[:len(package) - node.level + 1] + ([base] if base else []))
+    else:
+        base = ours(base)
+    submodules = [f"{base}.{alias.name}" for alias in node.names if f"{base}.{alias.name}" in modules]
+    for name in submodules:
+        add(name)
+    add(base, read_from=len(submodules) < len(node.names))
+    return found - {importer}
+
+
+def import_graph():
+    """Our module -> the set of our modules it imports."""
+    paths = [p for package in CIRCLE_PACKAGES for p in python_files(package)]
+    paths += [os.path.join(ROOT, f"{script}.py") for script in sorted(SCRIPTS)
+              if os.path.isfile(os.path.join(ROOT, f"{script}.py"))]
+    modules = {module_name(p): p for p in paths}
+    graph = {}
+    for name, path in modules.items():
+        with open(path) as f:
+            tree = ast.parse(f.read())
+        graph[name] = set().union(*(imported_modules(name, n, modules) for n in import_statements(tree)))
+    return graph
+
+
+def import_circles(graph):
+    """The circles of `graph`: its strongly connected components of more than one module, each sorted,
+    with one module's import of itself counted as a circle too."""
+    index, low, stack, on_stack, circles = {}, {}, [], set(), []
+
+    def visit(v):  # Tarjan's algorithm
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while not component or component[-1] != v:
+                component.append(stack.pop())
+                on_stack.discard(component[-1])
+            if len(component) > 1 or v in graph[v]:
+                circles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(circles)
+
+
+def test_no_import_circles():
+    """No circle of imports among our modules (model, data, utils, methods, engine, experiments,
+    studies, benchmarks and the scripts). The rule: every import counts, wherever it stands, module
+    level or inside a function; only imports under `if __name__ == "__main__":` do not (they run in
+    the program started as that module, not when it is imported). A circle of module-level imports
+    fails at import time, depending on which module comes first; an import moved into a function
+    only postpones that: the two modules still need each other, and the next import moved to the
+    top breaks the program. So a circle is removed by moving code until each module has one job and
+    the imports run one way, never by moving an import into a function."""
+    circles = import_circles(import_graph())
+    assert not circles, "import circles: " + "; ".join(" <-> ".join(c) for c in circles)
+
+
+def test_the_circle_check_sees_circles(tmp_path, monkeypatch):
+    """A circle closed by an import inside a function, two folders down, is found; so is one through
+    a package's __init__.py, and one between neighbours in benchmarks/ imported by bare name."""
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", str(tmp_path))
+    deeper = tmp_path / "data" / "sub" / "deeper"
+    deeper.mkdir(parents=True)
+    (tmp_path / "data" / "__init__.py").write_text("")
+    (deeper / "a.py").write_text("from data.sub.deeper.b import f\n")
+    (deeper / "b.py").write_text("def f():\n    from data.sub.deeper import a\n    return a\n")
+    (tmp_path / "utils").mkdir()
+    (tmp_path / "utils" / "__init__.py").write_text("from utils.x import y\n")
+    (tmp_path / "utils" / "x.py").write_text("from utils import z\ny = 1\n")
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "one.py").write_text("import two\n")
+    (tmp_path / "benchmarks" / "two.py").write_text("from benchmarks.one import x\n"
+                                                    "if __name__ == '__main__':\n    import three\n")
+    (tmp_path / "benchmarks" / "three.py").write_text("import two\n")
+    assert import_circles(import_graph()) == [["benchmarks.one", "benchmarks.two"],
+                                              ["data.sub.deeper.a", "data.sub.deeper.b"], ["utils", "utils.x"]]
+    with pytest.raises(AssertionError, match="import circles: benchmarks.one <-> benchmarks.two"):
+        test_no_import_circles()
+    for path in ("data/sub/deeper/b.py", "utils/x.py", "benchmarks/two.py"):  # each circle opened: all one way
+        (tmp_path / path).write_text("")
+    test_no_import_circles()
+
+
 def test_the_loop_and_the_objective_are_one_file_apart():
-    """main() of each trainer holds the iteration loop; the s4GAN terms live in the file its step comes from."""
-    for script in ("train_full.py", "train_s4GAN.py"):
+    """Each trainer writes its loop (tests/test_loop_in_script.py edits it); the s4GAN terms live in
+    the file its step comes from."""
+    for script, loop in (("train_full.py", "for i in range(run.start, args.num_steps):"),
+                         ("train_s4GAN.py", "for i in range(run.start, args.num_steps):"),
+                         ("train_mlmt.py", "for epoch in range(run.start // epoch_length, args.num_epochs):")):
         source = open(os.path.join(ROOT, script)).read()
-        assert "for i, batches in run.iterations():" in source and "step(i, **batches)" in source
+        assert loop in source and "**run.next_batches(i))" in source, script
+    assert "train_s4GAN.train(" in open(os.path.join(ROOT, "train_s4GAN_wrn38.py")).read()
     objective = open(os.path.join(ROOT, "methods", "s4gan.py")).read()
     for term in ("def feature_matching_loss", "def self_training_loss", "def discriminator_loss",
                  "def discriminator_input", "loss_ce + self.lambda_fm * loss_fm + self.lambda_st * loss_st"):

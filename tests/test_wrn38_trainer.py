@@ -6,6 +6,8 @@ import torch
 
 import evaluate
 import train_s4GAN_wrn38
+from engine import validation
+from engine.config import validation_config
 from model import build_segmenter
 from tests.city_fixture import make_city
 from tests.helpers import crash_at, expect_error, run_main
@@ -67,28 +69,37 @@ def test_validation_protocols_by_hand():
     (the first of each of its first 50 batches of --batch-size B); all: after every N-th and the last."""
     def args(*extra):
         return train_s4GAN_wrn38.parse_args(["--dataset", "cityscapes", "--batch-size", "8", *extra])
+
+    def due(flags):
+        return [i for i in range(1000) if validation.validates_after(i, validation_config(flags), flags.num_steps)]
+
+    def images(flags):
+        return validation.validation_images(validation_config(flags))
     original = args()
     assert (original.val_protocol, original.val_images) == ("original", 50)
-    assert [i for i in range(1000) if train_s4GAN_wrn38.validates_after(i, original)] == [0, 200, 400, 600, 800]
-    assert train_s4GAN_wrn38.validation_images(original)(500) == list(range(0, 393, 8))
-    assert train_s4GAN_wrn38.validation_images(original)(100) == list(range(0, 100, 8))
+    assert due(original) == [0, 200, 400, 600, 800]
+    assert images(original)(500) == list(range(0, 393, 8))
+    assert images(original)(100) == list(range(0, 100, 8))
     voc = train_s4GAN_wrn38.parse_args(["--dataset", "pascal_voc", "--batch-size", "8"])
-    assert train_s4GAN_wrn38.validation_images(voc)(1449) == list(range(50))
+    assert images(voc)(1449) == list(range(50))
     every = args("--val-protocol", "all", "--num-steps", "1000")
-    assert every.val_images == 0 and train_s4GAN_wrn38.validation_images(every)(500) == list(range(500))
-    assert [i for i in range(1000) if train_s4GAN_wrn38.validates_after(i, every)] == [199, 399, 599, 799, 999]
-    assert train_s4GAN_wrn38.validation_images(args("--val-protocol", "all", "--val-images", "3"))(500) == [0, 1, 2]
+    assert every.val_images == 0 and images(every)(500) == list(range(500))
+    assert due(every) == [199, 399, 599, 799, 999]
+    assert images(args("--val-protocol", "all", "--val-images", "3"))(500) == [0, 1, 2]
     assert args("--fidelity", "fixed").val_protocol == "all"
 
 
 def test_validation_does_not_draw_from_the_global_generator(city, tmp_path):
     """Validating is not allowed to change the training's random numbers (dropout draws from the
     global generator)."""
-    from engine.evaluator import Validator
+    from engine.config import segmentation_config
+    from engine.validation import Validator
     from utils.distributed import init_environment
     args = train_s4GAN_wrn38.parse_args(flags(city, tmp_path))
     model = build_segmenter("wrn38", 19, "deeplabv3p_wrn38", wrn_width_mult=float(TINY))
-    validator = Validator(args, init_environment("cpu", 0), None, images=train_s4GAN_wrn38.validation_images(args))
+    data = segmentation_config(args).data.listing(args.val_list)
+    validator = Validator(data, init_environment("cpu", 0), None, args.num_workers,
+                          images=validation.validation_images(validation_config(args)))
     torch.manual_seed(0)
     validator(model)
     after_validation = torch.rand(3)

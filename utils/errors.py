@@ -1,6 +1,8 @@
-"""User-facing errors: one line `error: ...` on stderr and exit status 2, never a traceback."""
+"""User-facing errors: one line `error: ...` on stderr and exit status 2, never a traceback; and the one
+line for a torchrun run whose other process died (exit status 1)."""
 import argparse
 import errno
+import os
 import sys
 
 OUT_OF_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # a full disk, a quota, a file-size limit
@@ -44,9 +46,26 @@ def run_cli(main, argv=None):
         print(f"error: a write failed: {exc.strerror}{where}; free some space and run again", file=sys.stderr)
         sys.exit(2)
     except RuntimeError as exc:
-        from utils.distributed import lost_peer_message
         message = lost_peer_message(exc)
         if message is None:
             raise
         print(f"error: {message}", file=sys.stderr)
         sys.exit(1)
+
+
+LOST_PEER = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "NCCL communicator was aborted",
+             "Socket Timeout", "timed out")
+
+
+def lost_peer_message(exc):
+    """The one-line message for a collective that failed because another process of the run died,
+    naming it where the run has two processes; None if `exc` is not that."""
+    text = str(exc)
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or not any(k in text for k in LOST_PEER):  # (the group may be torn down by now)
+        return None
+    others = [r for r in range(world) if r != rank]
+    who = f"rank {others[0]}" if len(others) == 1 else f"one of ranks {', '.join(map(str, others))}"
+    first = text.strip().splitlines()[0].split("] ", 1)[-1].split(". ")[0][:160]
+    return (f"rank {rank} of {world}: {who} of this run stopped ({first}); the training state saved last is intact: "
+            f"once every process can run again, continue with --resume auto")

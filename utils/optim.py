@@ -2,9 +2,26 @@
 them: legacy) and the discriminator's Adam (today's, or PyTorch 0.4's: legacy)."""
 import math
 import warnings
+from typing import List, Protocol, runtime_checkable
 
 import torch
 from torch.optim import Optimizer
+
+
+@runtime_checkable
+class OriginalParamLists(Protocol):
+    """Optional segmenter hook (model.SegmenterModel): the original's parameter lists, one per group of
+    `optim_parameters()`, each tensor repeated as often as the original listed it (the WRN-38 trainer)."""
+
+    def original_param_lists(self) -> List[list]: ...
+
+
+@runtime_checkable
+class LegacyMultiplicities(Protocol):
+    """Optional segmenter hook (model.SegmenterModel): how often the original listed each tensor of
+    `optim_parameters()[0]["params"]`, in that order (DeepLabv2); the other groups' tensors once."""
+
+    def legacy_multiplicities(self) -> List[int]: ...
 
 
 def evaluate_closure(closure):
@@ -96,24 +113,29 @@ class LegacySGD(Optimizer):
             torch._foreach_add_(params, updates, alpha=-lr)
 
 
-def segmenter_optimizer(model, lr, momentum, weight_decay, mode):
+def segmenter_optimizer(model, lr, momentum, weight_decay, mode, say=print):
     """`standard`: torch SGD, each tensor once. `legacy`: the original's duplicated parameter lists as
     the PyTorch of the original's time processed them (docs/original.md, "Duplicated SGD parameters"):
     DeepLabv2 (2019, PyTorch 0.4) by LegacySGD; a model with `original_param_lists()` (the WRN-38
     trainer, 2022) by the for-loop torch SGD over the repeated lists, which updates a tensor once per
-    repeat (a repeated list cannot go through the fp16 GradScaler: it would unscale a gradient twice)."""
+    repeat (a repeated list cannot go through the fp16 GradScaler: it would unscale a gradient twice).
+    A model with neither hook (both are optional: model.SegmenterModel) has no repeated lists to
+    reproduce: standard SGD, said once through `say`."""
     groups = model.optim_parameters(lr)
-    if mode == "standard":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    if mode != "legacy":
+    if mode not in ("standard", "legacy"):
         raise ValueError(f"unknown SGD mode {mode!r}")
-    if hasattr(model, "original_param_lists"):
+    if mode == "legacy" and isinstance(model, OriginalParamLists):
         groups = [{**group, "params": params} for group, params in zip(groups, model.original_param_lists())]
         with warnings.catch_warnings():  # the repeats are the point here
             warnings.filterwarnings("ignore", message=".*duplicate parameters.*")
             return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=False)
-    groups[0]["multiplicity"] = model.legacy_multiplicities()
-    return LegacySGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if mode == "legacy" and isinstance(model, LegacyMultiplicities):
+        groups[0]["multiplicity"] = model.legacy_multiplicities()
+        return LegacySGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if mode == "legacy":
+        say(f"--sgd-mode legacy: standard SGD for {type(model).__name__}, which has no repeated parameter lists "
+            f"(neither original_param_lists() nor legacy_multiplicities())")
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
 class LegacyAdam(Optimizer):

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from data.cityscapes import VALID_LABEL_IDS, VOID_LABEL_IDS
-from data.context import CONTEXT_CATEGORY_IDS
+from data.context_layout import CONTEXT_CATEGORY_IDS
 from tests.voc_fixture import make_voc
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -28,7 +28,7 @@ DEMONSTRATIONS = [
     ("context-values", "data items: image values", "test_data.py::test_context_training_items[train_s4GAN]",
      "--context-train-mean rgb", None, "image floats"),
     ("context-order", "data items: the image order", "test_data.py::test_context_training_items[train_full]", None,
-     ("data/context.py", "        ids = [line.split()[0] for line in f if line.strip()]",
+     ("data/context_layout.py", "        ids = [line.split()[0] for line in f if line.strip()]",
       "        ids = [line.split()[0] for line in f if line.strip()][::-1]"), "image order"),
     ("context-sizes", "sizes of the rescale", "test_data.py::test_context_rescale_sizes", None,
      ("data/context.py", "        return short, int(1.0 * height * short / width)",

@@ -12,8 +12,11 @@ import train_mlmt
 import train_s4GAN
 from data.context import SHORT_SIDE_RANGE, eval_size, scaled_size
 from data.context_prepare import prepare
-from data.multilabel import ClassifierImages, normalize_images
-from engine import mlmt_data, setup
+from methods.mlmt.labels import ClassifierImages, normalize_images
+from engine import setup
+from engine.config import segmentation_config
+from methods.mlmt.config import MLMTConfig
+from methods.mlmt import data as mlmt_data
 from tests.crosscheck.common import fmt, linked_workdir, make_mlmt_data, max_abs
 from tests.crosscheck.conftest import run_original, with_our_flags
 from tests.crosscheck.draws import Draw, plain, randint, recording_rngs
@@ -74,7 +77,7 @@ def compare_items(ours, theirs, pipeline, report, image_of, label_of):
 def test_voc_training_items(original, voc, no_weights, tmp_path, report, flags):
     argv = ["--dataset", "pascal_voc", "--data-dir", voc, "--data-list", os.path.join(voc, "lists/train_aug.txt"),
             "--batch-size", "2", "--checkpoint-dir", str(tmp_path / "ckpt")] + flags
-    dataset, _ = setup.make_train_dataset(train_s4GAN.parse_args(with_our_flags("train_s4GAN", argv)))
+    dataset, _ = setup.make_train_dataset(segmentation_config(train_s4GAN.parse_args(with_our_flags("train_s4GAN", argv))).data)
     ours = our_items(dataset)
     theirs = run_original(original, "capture", {
         "script": "train_s4GAN", "argv": argv + ["--restore-from", no_weights],
@@ -108,7 +111,7 @@ def test_context_training_items(original, context, no_weights, tmp_path, report,
     seeds and one more whose short side falls below the 321 crop (padded with background)."""
     argv = ["--dataset", "pascal_context", "--data-dir", context, "--batch-size", "2",
             "--checkpoint-dir", str(tmp_path / "ckpt")]
-    dataset, _ = setup.make_train_dataset(script.parse_args(with_our_flags(script.__name__, argv)))
+    dataset, _ = setup.make_train_dataset(segmentation_config(script.parse_args(with_our_flags(script.__name__, argv))).data)
     ours = our_items(dataset)
     for index, k in padding_keys(dataset, 321):
         with recording_rngs() as rngs:
@@ -180,7 +183,7 @@ def test_context_rescale_sizes(original, tmp_path, report):
 def test_cityscapes_training_items(original, city, no_weights, tmp_path, report):
     argv = ["--dataset", "cityscapes", "--data-dir", city, "--input-size", "256,512", "--batch-size", "2",
             "--checkpoint-dir", str(tmp_path / "ckpt")]
-    dataset, _ = setup.make_train_dataset(train_s4GAN.parse_args(with_our_flags("train_s4GAN", argv)))
+    dataset, _ = setup.make_train_dataset(segmentation_config(train_s4GAN.parse_args(with_our_flags("train_s4GAN", argv))).data)
     ours = our_items(dataset, keys_per_image=2, names=True)
     workdir = linked_workdir(str(tmp_path / "work"), {"data/city_dataset": city})
     theirs = run_original(original, "capture", {
@@ -215,8 +218,8 @@ def test_mlmt_items(original, tmp_path, report):
             "--batch-size-lab", "2", "--batch-size-unlab", "2", "--workers", "0"]
     args = train_mlmt.parse_args(with_our_flags("train_mlmt", argv + ["--exp-name", "x", "--output-dir", str(tmp_path / "out")]))
     env = init_environment("cpu", 0)
-    _, perm, streams = mlmt_data.make_data(args, env, say=lambda *_: None)
-    split = mlmt_data.load_split(args, env, "val", say=lambda *_: None)
+    _, perm, streams = mlmt_data.make_data(MLMTConfig.from_flags(args), env, say=lambda *_: None)
+    split = mlmt_data.load_split(MLMTConfig.from_flags(args), env, "val", say=lambda *_: None)
     val = ClassifierImages(split, "val", args.image_size)
     datasets = {"labeled": streams["labeled"].loader.dataset, "unlabeled": streams["unlabeled"].loader.dataset,
                 "val": val}

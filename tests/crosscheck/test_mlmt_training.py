@@ -14,9 +14,9 @@ import pytest
 import torch
 
 import train_mlmt
-from data.multilabel import normalize_images
+from methods.mlmt.labels import normalize_images
 from data.sampler import BatchStream
-from methods.mlmt import MLMTStep
+from methods.mlmt.objective import MLMTStep
 from tests.crosscheck.common import fmt, make_mlmt_data, max_abs, worst_of
 from tests.crosscheck.conftest import run_original, with_our_flags
 from tests.crosscheck.recording import clone

@@ -11,8 +11,11 @@ import train_full
 import train_mlmt
 import train_s4GAN
 import train_s4GAN_wrn38
-from data.splits import load_permutation
-from engine import mlmt_data, setup
+from data.splits import load_permutation, save_permutation
+from engine import setup
+from engine.config import segmentation_config
+from methods.mlmt.config import MLMTConfig
+from methods.mlmt import data as mlmt_data
 from engine.run import TrainingRun
 from methods.s4gan import S4GANStep
 from methods.supervised import SupervisedStep
@@ -30,7 +33,7 @@ ITERATIONS = (0, 1, 2, 100, 4999, 5000, 19999, 20000, 39998, 39999, 59999)
 
 @pytest.mark.parametrize("num_steps", [40000, 60000])
 def test_poly_learning_rates(original, tmp_path, report, num_steps):
-    """Ours: the optimizers the trainers build, their rates set by the run (TrainingRun._set_lrs)."""
+    """Ours: the optimizers the trainers build, their rates set by the run (TrainingRun.set_poly_learning_rates)."""
     flags = {train_s4GAN: ["--learning-rate", "2.5e-4", "--learning-rate-D", "1e-4"],
              train_full: ["--learning-rate", "2.5e-4"],
              train_s4GAN_wrn38: ["--learning-rate", "1e-3", "--learning-rate-D", "1e-5"]}
@@ -50,9 +53,9 @@ def test_poly_learning_rates(original, tmp_path, report, num_steps):
         if hasattr(args, "learning_rate_D"):
             optimizers["D"] = torch.optim.Adam(build_discriminator(21).parameters(), lr=args.learning_rate_D)
             base["D"] = args.learning_rate_D
-        run = types.SimpleNamespace(optimizers=optimizers, base_lrs=base, args=args)
+        run = types.SimpleNamespace(optimizers=optimizers, base_lrs=base, args=args, num_iterations=args.num_steps)
         for i, row in zip(iterations, theirs[script.__name__]):
-            TrainingRun._set_lrs(run, i)
+            TrainingRun.set_poly_learning_rates(run, i)
             for name, opt in optimizers.items():
                 ours = [g["lr"] for g in opt.param_groups]
                 assert len(ours) == len(row[name]), (script.__name__, name)
@@ -86,12 +89,13 @@ def test_splits_of_every_trainer(original, voc, no_weights, wrn_workdir, tmp_pat
         ours_dir, their_dir = str(tmp_path / f"ours_{script.__name__}"), str(tmp_path / f"theirs_{script.__name__}")
         args = script.parse_args(with_our_flags(script.__name__, data + extra + ["--checkpoint-dir", ours_dir]))
         os.makedirs(ours_dir, exist_ok=True)
-        dataset, n = setup.make_train_dataset(args)
-        perm = setup.make_split(args, n)
-        setup.save_split(args, perm, split_file)
-        pools = setup.make_streams(args, env, dataset, perm, streams, n,
-                                   {"unlabeled": args.batch_size_unlab} if hasattr(args, "batch_size_unlab") else None,
-                                   drop_last=hasattr(args, "batch_size_unlab"))
+        wrn38 = script is train_s4GAN_wrn38
+        seg = segmentation_config(args, batch_sizes={"unlabeled": args.batch_size_unlab} if wrn38 else None,
+                                  drop_last=wrn38)
+        dataset, n = setup.make_train_dataset(seg.data)
+        perm = setup.make_split(seg.split, args.random_seed, n)
+        save_permutation(os.path.join(ours_dir, split_file), perm)
+        pools = setup.make_streams(seg.split, env, dataset, perm, streams, n, args.random_seed, args.num_workers)
         theirs = run_original(original, "capture", {
             "script": script.__name__, "workdir": wrn_workdir,
             "argv": data + extra + ["--restore-from", no_weights, "--checkpoint-dir", their_dir]}, tmp_path)
@@ -104,7 +108,7 @@ def test_splits_of_every_trainer(original, voc, no_weights, wrn_workdir, tmp_pat
     root = make_mlmt_data(str(tmp_path / "mlmt"))
     argv = ["--data-dir", root, "--pkl-file", os.path.join(root, "split.pkl"), "--labeled-ratio", "0.5", "--workers", "0"]
     args = train_mlmt.parse_args(with_our_flags("train_mlmt", argv + ["--output-dir", str(tmp_path / "mlmt_out")]))
-    _, _, streams = mlmt_data.make_data(args, env, say=lambda *_: None)
+    _, _, streams = mlmt_data.make_data(MLMTConfig.from_flags(args), env, say=lambda *_: None)
     theirs = run_original(original, "mlmt_items", {"argv": argv, "items": {}}, tmp_path)
     rows.append(("train_mlmt", all(np.array_equal(streams[k].sampler.indices, theirs["sampler_indices"][k])
                                    for k in ("labeled", "unlabeled"))))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import train_s4GAN_wrn38
-from engine.evaluator import Validator
+from engine.validation import Validator
 from methods.s4gan import S4GANStep
 from tests.crosscheck.common import fmt, linked_workdir, make_city_data, result_txt_differences, write_wrn38_imagenet
 from tests.crosscheck.conftest import with_our_flags

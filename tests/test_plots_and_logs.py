@@ -1,4 +1,5 @@
-"""Everyday use, round two: plots, montages, TensorBoard, the worker default, evaluation timing."""
+"""What a run shows of itself: plots of its metrics, montages, TensorBoard scalars and images (or one
+clear line without TensorBoard), and the evaluation's time per image."""
 import builtins
 import glob
 import os
@@ -8,7 +9,6 @@ import pytest
 
 import evaluate
 import train_s4GAN
-from engine.options import default_num_workers
 from tests.helpers import run_main, tiny_eval_flags, tiny_train_flags
 from utils.plot import plot_runs, smoothed
 from utils.progress import TrainingLog
@@ -45,13 +45,6 @@ def test_montage_tiles_keep_the_aspect_ratio():
     dark = np.argwhere(out.sum(2) == 0)
     rows, cols = dark[:, 0].max() - dark[:, 0].min() + 1, dark[:, 1].max() - dark[:, 1].min() + 1
     assert (rows, cols) == (25, 100)  # 4:1 kept, white around
-
-
-def test_worker_default_follows_the_cores_we_may_use(monkeypatch):
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
-    assert default_num_workers() == 2
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
-    assert default_num_workers() == 4
 
 
 def test_tensorboard_scalars_and_montage(voc_root, tmp_path, capsys):

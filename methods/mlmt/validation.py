@@ -8,9 +8,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from data import get_dataset
-from data.multilabel import ClassifierImages, from_unit_order, missing_classes, normalize_images
-from engine.mlmt_data import load_split
-from methods.mlmt import BIN_THRESHOLD, recall_accuracy
+from methods.mlmt.labels import ClassifierImages, from_unit_order, missing_classes, normalize_images
+from methods.mlmt.data import load_split
+from methods.mlmt.objective import BIN_THRESHOLD, recall_accuracy
 from utils.checkpoint import atomic_write_bytes
 from utils.seeding import init_worker
 from utils.tensors import images_to_device
@@ -85,17 +85,17 @@ class MLMTValidator:
     """Every --evaluation-epochs epochs: both networks over the validation list; writes the output
     files and returns the accuracy and mean AP of each with a per-class AP table. Main process only."""
 
-    def __init__(self, args, env, precision, say=print):
-        self.args, self.env, self.precision = args, env, precision
+    def __init__(self, config, env, precision, say=print):
+        self.config, self.env, self.precision = config, env, precision
         self.enabled = env.is_main
         if not self.enabled:
             return
-        self.split = load_split(args, env, "val", say, everywhere=False)
-        images = ClassifierImages(self.split, "val", args.image_size)
-        self.loader = DataLoader(images, batch_size=args.batch_size_val, shuffle=False,
-                                 num_workers=2 * args.num_workers, pin_memory=env.device.type == "cuda",
-                                 generator=torch.Generator().manual_seed(args.random_seed), worker_init_fn=init_worker)
-        self.names = get_dataset(args.dataset).class_names(args.num_classes, args.data_dir)
+        self.split = load_split(config, env, "val", say, everywhere=False)
+        images = ClassifierImages(self.split, "val", config.image_size)
+        self.loader = DataLoader(images, batch_size=config.batch_size_val, shuffle=False,
+                                 num_workers=2 * config.num_workers, pin_memory=env.device.type == "cuda",
+                                 generator=torch.Generator().manual_seed(config.random_seed), worker_init_fn=init_worker)
+        self.names = get_dataset(config.dataset).class_names(config.num_classes, config.data_dir)
         say(f"validation images: {len(self.split)}, labels from {self.split.source}")
         absent = missing_classes(self.split.labels)
         if absent:
@@ -108,9 +108,9 @@ class MLMTValidator:
             return {}, ""
         values, aps, written = {}, {}, []
         for tag, model in models.items():
-            probs = predict(model, self.loader, self.env.device, self.precision, self.args.channels_last)
-            table = reorder_output(probs, self.args.output_roll, self.args.batch_size_val)
-            written.append(write_outputs(self.args.output_dir, tag, epoch, table))
+            probs = predict(model, self.loader, self.env.device, self.precision, self.config.channels_last)
+            table = reorder_output(probs, self.config.output_roll, self.config.batch_size_val)
+            written.append(write_outputs(self.config.output_dir, tag, epoch, table))
             probs = from_unit_order(probs)
             aps[tag] = average_precision(probs, self.split.labels)
             values[f"{tag}_acc"] = round(recall_accuracy(probs, self.split.labels)[0], 4)

@@ -299,7 +299,7 @@ class ClassifierImages(Dataset):
     labeled   -> (plain view, targets float32 (C,) in unit order, index)
     unlabeled -> (plain view for the teacher, augmented view for the student, index); the two views
                  are flipped independently; with device_augment: (the resized image, its view_draws,
-                 index), the views made on the training device (data/device_views.py)
+                 index), the views made on the training device (methods/mlmt/views.py)
     val       -> (the image resized, targets, index)
 
     Each view is the image resized to size x size (bilinear), then transformed; views are uint8
@@ -327,6 +327,6 @@ class ClassifierImages(Dataset):
         if self.mode == "labeled":
             return to_chw_uint8(flipped(resized, rng.random() < 0.5)), self.targets[index], index
         draws = view_draws(rng)
-        if self.device_augment:  # the views are made on the device (data/device_views.py)
+        if self.device_augment:  # the views are made on the device (methods/mlmt/views.py)
             return to_chw_uint8(resized), draws, index
         return to_chw_uint8(flipped(resized, draws[0] > 0.5)), augmented_view(resized, draws), index

@@ -1,5 +1,5 @@
 """MLMT's two views of an unlabeled batch made on the training device (`train_mlmt.py
---augment-on-device`), from the resized uint8 images and each item's draws (data.multilabel.view_draws,
+--augment-on-device`), from the resized uint8 images and each item's draws (methods.mlmt.labels.view_draws,
 the same random numbers the CPU pipeline draws for that item).
 
 The CPU pipeline applies torchvision's PIL operations, each rounding to uint8; here the same
@@ -13,7 +13,7 @@ The batch-level work replaces about 6 ms of PIL per image in the loader workers.
 """
 import torch
 
-from data.multilabel import JITTER_ORDER
+from methods.mlmt.labels import JITTER_ORDER
 
 GREY = (0.299, 0.587, 0.114)  # PIL's "L" conversion
 BLUR_TAPS = 6  # each side: 3 x the largest radius (2.0)

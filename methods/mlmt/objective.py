@@ -19,15 +19,15 @@ One iteration (`MLMTStep`), in the original's order:
 
 An epoch is one pass over the labeled images. Every --evaluation-epochs epochs both networks go
 through the validation list (eval mode) and their sigmoid outputs are written as
-output_{val,ema}_{raw,bin}_<epoch>.txt, background first (engine/mlmt_validation.py); the data
-streams and the networks are built by engine/mlmt_data.py.
+output_{val,ema}_{raw,bin}_<epoch>.txt, background first (methods/mlmt/validation.py); the data
+streams and the networks are built by methods/mlmt/data.py.
 """
 import torch
 import torch.nn.functional as F
 
-from data.device_views import unlabeled_views
-from data.multilabel import normalize_images
-from methods.common import host_values
+from methods.mlmt.views import unlabeled_views
+from methods.mlmt.labels import normalize_images
+from methods.values import host_values
 from utils.distributed import bare
 from utils.tensors import images_to_device
 
@@ -104,7 +104,7 @@ class EpochMeters:
 
 
 class MLMTStep:
-    streams = ("labeled", "unlabeled")
+    streams = {"labeled": "labeled", "unlabeled": "unlabeled"}  # stream -> the pool it draws from
 
     def __init__(self, student, teacher, optimizer, precision, *, num_epochs, burn_in_epochs, w_cons, ema_decay,
                  device, channels_last=False, augment_on_device=False):
