@@ -68,7 +68,7 @@ def train(args, config, segmentation, validate=None):
                 values["val_miou"] = validation(model_without_ddp)
             run.log(i, values, force="val_miou" in values)
             if original_snapshot_due(i, args.save_pred_every, args.num_steps):
-                run.save_snapshot(i)
+                run.save_snapshot(i, note=step.monitor.snapshot_warning())  # is self-training acting?
             run.stop_if_requested(i)
         run.finish()
 

@@ -47,6 +47,7 @@ def get_args_parser():
 
 def parse_args(argv=None):
     args = options.check_train_args(get_args_parser().parse_args(argv), "train_s4GAN_wrn38")
+    options.check_min_batch(args, "batch_size_unlab")
     for flag in ("batch_size_unlab", "val_every"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1")

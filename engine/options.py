@@ -208,6 +208,15 @@ def resolve_dataset_and_model(args):
     return args
 
 
+def check_min_batch(args, flag):
+    """A batch-size flag against --model's smallest training batch."""
+    need = SEGMENTERS[args.model].min_batch
+    if getattr(args, flag) < need:
+        raise UserError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: --model {args.model} needs at least "
+                        f"{need} images per batch (the BatchNorm of its ASPP image pooling normalises over the "
+                        f"batch, and cannot normalise one image)")
+
+
 def check_train_args(args, script):
     """Cross-flag checks the parser cannot do; fills the profile's quirk flags and the defaults that
     depend on the dataset and the model (the ImageNet file of --restore-from)."""
@@ -218,12 +227,7 @@ def check_train_args(args, script):
     for flag in ("batch_size", "num_steps", "save_pred_every", "log_every"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1")
-    need = SEGMENTERS[args.model].min_batch
-    for flag in ("batch_size", "batch_size_unlab"):
-        if getattr(args, flag, need) < need:
-            raise UserError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: --model {args.model} needs at least "
-                            f"{need} images per batch (the BatchNorm of its ASPP image pooling normalises over the "
-                            f"batch, and cannot normalise one image)")
+    check_min_batch(args, "batch_size")
     if args.restore_from is None:
         args.restore_from = default_restore_from(args.model, args.backbone)
     if isinstance(args.split_id, str) and args.split_id.lower() == "none":

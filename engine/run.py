@@ -143,8 +143,7 @@ class TrainingRun:
         """What is saved and scheduled: models ('model' -> VOC_<i>.pth, 'D' -> VOC_<i>_D.pth), the
         optimizers (each group's lr = poly(base lr) x the group's `lr_mult`; epoch-based runs leave
         their learning rates to their own scheduler), `extras` (objects with state_dict(), saved in
-        latest.pth: a scheduler, running meters; one with a snapshot_warning() method is also asked
-        at every snapshot, and a message it returns is printed). Restores --resume."""
+        latest.pth: a scheduler, running meters). Restores --resume."""
         self.models, self.optimizers, self.base_lrs = models, optimizers, base_lrs or {}
         self.state = TrainingState(self.flags, self.env, models, optimizers, self.precision, self.streams,
                                    self.split, self.dataset.ids, extras)
@@ -217,12 +216,14 @@ class TrainingRun:
         with open(os.path.join(self.config.log_dir, "metrics.jsonl"), "a") as f:
             f.write(json.dumps({"iter": i, "epoch": epoch + 1, **values}) + "\n")
 
-    def save_snapshot(self, i):
+    def save_snapshot(self, i, note=None):
         """After iteration i: VOC_<i>.pth of every tracked model ('D' -> VOC_<i>_D.pth; after the last
         iteration VOC_<num_iterations>.pth, the original's names), the prediction montage with
-        --tensorboard, and latest.pth. Weights that are not finite are refused (earlier files stay)."""
+        --tensorboard, and latest.pth; `note`, if any, is printed and logged with it. Weights that are
+        not finite are refused (earlier files stay)."""
         check_finite_weights(self.models, i)
-        self._snapshot_warnings()
+        if note:
+            self._log.message(note)
         if self.env.is_main:
             self._save_snapshots(self.num_iterations if i == self.num_iterations - 1 else i)
             if self._montage_data is not None:
@@ -266,12 +267,6 @@ class TrainingRun:
                 self._montage_data = validation_dataset(self.segmentation.data.listing(self.segmentation.val_list))
             except UserError as exc:
                 self.say(f"warning: no prediction montage in TensorBoard: {exc}")
-
-    def _snapshot_warnings(self):
-        for extra in (self.state.extras or {}).values():
-            message = extra.snapshot_warning() if hasattr(extra, "snapshot_warning") else None
-            if message:
-                self._log.message(message)
 
     def _save_snapshots(self, i):
         for name, module in self.models.items():

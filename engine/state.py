@@ -211,7 +211,7 @@ def read_training_state(args, world_size, say=print, main=True):
     if state["world_size"] != world_size:  # each process continues its own random numbers: no way round it
         raise UserError(f"--resume {path} was written by {state['world_size']} processes, this run has "
                         f"{world_size}: resume with {state['world_size']}")
-    if differences and not getattr(args, "resume_with_other_flags", False):
+    if differences and not args.resume_with_other_flags:
         raise UserError(f"--resume {path} was written with other flags that change the run: "
                         f"{'; '.join(differences)} (--resume-with-other-flags to continue all the same)")
     if differences:

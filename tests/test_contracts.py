@@ -97,6 +97,29 @@ def test_every_method_keeps_the_step_contract():
         assert isinstance(object.__new__(step), TrainingStep), name  # the members, without building one
 
 
+def test_a_method_with_a_stream_of_its_own_needs_no_engine_change(tmp_path):
+    """A method's streams ({stream: pool}) become the run's streams: a new one is drawn from its pool
+    in an order of its own, and the streams declared before it keep their orders."""
+    from engine import setup
+    from engine.config import SplitConfig
+    from utils.distributed import Env
+    voc = make_voc(str(tmp_path / "voc"))
+    data = DataConfig("pascal_voc", voc, 21, 255, os.path.join(voc, "lists", "train_aug.txt"), input_size=(33, 33))
+    dataset, n = setup.make_train_dataset(data)
+    perm = np.random.RandomState(0).permutation(n)
+
+    def orders(streams):
+        made = setup.make_streams(SplitConfig(0.5, None, 2), Env(torch.device("cpu")), dataset, perm, streams, n,
+                                  1234, 0)
+        return {name: [index for index, _ in stream.sampler] for name, stream in made.items()}, made
+    s4gan, _ = orders({"labeled": "labeled", "unlabeled": "unlabeled", "real": "labeled"})
+    more, made = orders({"labeled": "labeled", "unlabeled": "unlabeled", "real": "labeled", "strong": "unlabeled"})
+    assert {k: more[k] for k in s4gan} == s4gan
+    assert sorted(more["strong"]) == sorted(s4gan["unlabeled"]) == sorted(perm[n // 2:].tolist())
+    assert more["strong"] != more["unlabeled"]  # its own order
+    assert len(next(made["strong"])[0]) == 2
+
+
 def smallest_backbone(name):
     """The entry's backbone with the fewest parameters (the one the training checks run on)."""
     return min(SEGMENTERS[name].backbones, key=lambda b: sum(p.numel() for p in build(name, b).parameters()))

@@ -29,7 +29,7 @@ def metrics(folder):
 def test_each_trainer_writes_its_loop_in_the_script(script):
     source = open(os.path.join(ROOT, script)).read()
     for call in ("for i in range(run.start, args.num_steps):", "run.set_poly_learning_rates(i)",
-                 "step(i, **run.next_batches(i))", "run.log(i, values", "run.save_snapshot(i)",
+                 "step(i, **run.next_batches(i))", "run.log(i, values", "run.save_snapshot(i",
                  "run.stop_if_requested(i)"):
         assert call in source, (script, call)
 
