@@ -75,6 +75,11 @@ def parse_args(argv=None):
     return options.resolve_dataset_and_model(args)
 
 
+def evaluation_data(args):
+    """The DataConfig of the images evaluated: --data-list under the dataset's evaluation protocol."""
+    return data_config(args, args.data_list, eval_full_res=args.eval_full_res)
+
+
 class PredictionWriter:
     """--save-output-images: a palette PNG <save-dir>/<id>.png per image in the dataset's colours, and
     montage.png with the first few images (image | ground truth | prediction over the image)."""
@@ -106,7 +111,7 @@ def main(argv=None):
     if args.num_workers is None:
         args.num_workers = options.eval_num_workers(env.device)
     spec = get_dataset(args.dataset)
-    dataset = uint8_batches(spec.build_val(data_config(args, args.data_list, eval_full_res=args.eval_full_res)))
+    dataset = uint8_batches(spec.build_val(evaluation_data(args)))
     fusion = MLMTFusion(args.mlmt_file, len(dataset), args.num_classes, args.mlmt_fusion) if args.with_mlmt else None
     config = model_config(args)
     model = build_segmenter(config.backbone, config.num_classes, config.model, **config.options)

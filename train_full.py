@@ -26,13 +26,15 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    with TrainingRun(args, run_config(args), SupervisedStep.streams, segmentation=segmentation_config(args),
+    segmentation = segmentation_config(args)
+    optim = segmentation.optim
+    with TrainingRun(args, run_config(args), SupervisedStep.streams, segmentation=segmentation,
                      split_file="split.pkl") as run:
         model_without_ddp = run.segmenter()
         model = run.distribute(model_without_ddp, sync_bn=args.sync_bn)
-        optimizer = segmenter_optimizer(model_without_ddp, args.learning_rate, args.momentum, args.weight_decay,
-                                        args.sgd_mode, say=run.say)
-        run.track(models={"model": model}, optimizers={"S": optimizer}, base_lrs={"S": args.learning_rate})
+        optimizer = segmenter_optimizer(model_without_ddp, optim.learning_rate, optim.momentum, optim.weight_decay,
+                                        optim.sgd_mode, say=run.say)
+        run.track(models={"model": model}, optimizers={"S": optimizer}, base_lrs={"S": optim.learning_rate})
         step = SupervisedStep(model, optimizer, run.precision, input_size=args.input_size,
                               ignore_label=args.ignore_label, device=run.env.device, channels_last=args.channels_last)
 

@@ -47,8 +47,9 @@ def train(args, config, segmentation, validate=None):
         model_d_without_ddp = run.discriminator(args.restore_from_D)
         model = run.distribute(model_without_ddp, sync_bn=args.sync_bn)
         model_d = run.distribute(model_d_without_ddp)
-        optimizer = segmenter_optimizer(model_without_ddp, args.learning_rate, args.momentum, args.weight_decay,
-                                        args.sgd_mode, say=run.say)
+        optim = segmentation.optim
+        optimizer = segmenter_optimizer(model_without_ddp, optim.learning_rate, optim.momentum, optim.weight_decay,
+                                        optim.sgd_mode, say=run.say)
         optimizer_d = discriminator_optimizer(model_d, args.learning_rate_D, args.adam_mode)
         step = S4GANStep(model, model_d, optimizer, optimizer_d, run.precision, num_classes=args.num_classes,
                          ignore_label=args.ignore_label, input_size=args.input_size, lambda_fm=args.lambda_fm,
@@ -57,7 +58,7 @@ def train(args, config, segmentation, validate=None):
         validation = PeriodicValidation(validate, run, args.num_steps) if validate else None
         extras = {"best": validation.best} if validation else {}
         run.track(models={"model": model, "D": model_d}, optimizers={"S": optimizer, "D": optimizer_d},
-                  base_lrs={"S": args.learning_rate, "D": args.learning_rate_D},
+                  base_lrs={"S": optim.learning_rate, "D": args.learning_rate_D},
                   extras={**extras, "self_training": step.monitor})
 
         run.begin(args.num_steps)

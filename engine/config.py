@@ -50,13 +50,23 @@ class SplitConfig:
 
 
 @dataclass(frozen=True)
+class OptimConfig:
+    """The segmenter's SGD and the poly schedule of every optimizer of the run."""
+    learning_rate: float              # the trunk's; the head's is 10x
+    momentum: float
+    weight_decay: float
+    sgd_mode: str                     # legacy (the original's repeated lists) or standard
+    power: float                      # poly exponent: lr x (1 - i / N) ** power
+
+
+@dataclass(frozen=True)
 class SegmentationConfig:
-    """The segmentation trainers' data, model and schedule."""
+    """The segmentation trainers' data, model, split and optimisation."""
     data: DataConfig                  # the training list
     val_list: Optional[str]           # validation during training (None: the dataset's)
     model: ModelConfig
     split: SplitConfig
-    power: float                      # poly learning-rate exponent
+    optim: OptimConfig
 
 
 @dataclass(frozen=True)
@@ -104,5 +114,6 @@ def segmentation_config(args, unlabeled_list=None, batch_sizes=None, drop_last=F
     # a model that cannot train on a batch of one image never gets an incomplete batch
     drop_last = drop_last or SEGMENTERS[args.model].min_batch > 1
     split = SplitConfig(args.labeled_ratio, args.split_id, args.batch_size, dict(batch_sizes or {}), drop_last)
-    return SegmentationConfig(data, args.val_list, model, split, args.power)
+    optim = OptimConfig(args.learning_rate, args.momentum, args.weight_decay, args.sgd_mode, args.power)
+    return SegmentationConfig(data, args.val_list, model, split, optim)
 

@@ -176,7 +176,7 @@ class TrainingRun:
         """Every optimizer group's lr = poly(its optimizer's base lr, i) x the group's `lr_mult`, the
         original's schedule over the run's iterations."""
         for name, optimizer in self.optimizers.items():
-            apply_poly_lr(optimizer, self.base_lrs[name], i, self.num_iterations, self.segmentation.power)
+            apply_poly_lr(optimizer, self.base_lrs[name], i, self.num_iterations, self.segmentation.optim.power)
 
     def next_batches(self, i):
         """{stream name: its next batch} for iteration i. A loader worker that a signal of its own ended

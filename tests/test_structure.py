@@ -292,3 +292,14 @@ def test_resume_refuses_another_model(tmp_path):
         read_training_state(args, 1)
     torch.save({"format": "semisup-seg-training-state-1", "args": saved, "world_size": 1}, tmp_path / "latest.pth")
     assert read_training_state(argparse.Namespace(**vars(args)), 1)["args"]["model"] == "deeplabv2"
+
+
+def test_the_crosscheck_demonstrations_still_find_the_lines_they_change():
+    """Each demonstration that breaks our code on purpose (tests/crosscheck/demonstrate.py) names a
+    line that must still be there, or the demonstration cannot run."""
+    from tests.crosscheck.demonstrate import DEMONSTRATIONS
+    changes = [demo[4] for demo in DEMONSTRATIONS if demo[4]]
+    assert changes
+    for path, old, _ in changes:
+        assert old in open(os.path.join(ROOT, path)).read(), f"{path} no longer has {old!r}"
+

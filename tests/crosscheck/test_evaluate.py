@@ -69,7 +69,7 @@ def test_evaluate(original, voc, context, city, tmp_path, capsys, report, datase
     case, folders = CASES[dataset], {"voc": voc, "context": context, "city": city}
     common = ["--dataset", dataset, "--num-classes", str(case["classes"])]
     ours_argv = with_our_flags("evaluate", common + case["ours"](folders) + ["--num-workers", "0"])
-    val = get_dataset(dataset).build_val(evaluate_py.parse_args(ours_argv + ["--restore-from", "x"]))
+    val = get_dataset(dataset).build_val(evaluate_py.evaluation_data(evaluate_py.parse_args(ours_argv + ["--restore-from", "x"])))
     model = calibrated_model(case["classes"], [val[i][0] for i in range(len(val))])
     checkpoint, exported = str(tmp_path / "VOC_1.pth"), str(tmp_path / "VOC_1_original.pth")
     torch.save(model.state_dict(), checkpoint)

@@ -53,7 +53,8 @@ def test_poly_learning_rates(original, tmp_path, report, num_steps):
         if hasattr(args, "learning_rate_D"):
             optimizers["D"] = torch.optim.Adam(build_discriminator(21).parameters(), lr=args.learning_rate_D)
             base["D"] = args.learning_rate_D
-        run = types.SimpleNamespace(optimizers=optimizers, base_lrs=base, args=args, num_iterations=args.num_steps)
+        run = types.SimpleNamespace(optimizers=optimizers, base_lrs=base, num_iterations=args.num_steps,
+                                    segmentation=segmentation_config(args))
         for i, row in zip(iterations, theirs[script.__name__]):
             TrainingRun.set_poly_learning_rates(run, i)
             for name, opt in optimizers.items():
