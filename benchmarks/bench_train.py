@@ -22,8 +22,9 @@ def parse(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mode", default="s4gan", choices=("s4gan", "full"))
     p.add_argument("--device", default="auto")
-    p.add_argument("--model", default="deeplabv2", help="deeplabv2 or deeplabv3p_wrn38")
-    p.add_argument("--backbone", default=None, help="default: the model's first (resnet101 / wrn38); resnet18 for deeplabv2 on CPU")
+    p.add_argument("--model", default="deeplabv2", help="deeplabv2, deeplabv3p (ResNet) or deeplabv3p_wrn38")
+    p.add_argument("--backbone", default=None,
+                   help="default: resnet18 for deeplabv2 (a CPU size), resnet50 for deeplabv3p, wrn38 for deeplabv3p_wrn38")
     p.add_argument("--wrn-width-mult", type=float, default=1.0)
     p.add_argument("--batch-size", type=int, default=2, help="per loader")
     p.add_argument("--crop", default="97", help="crop size: N or H,W (Cityscapes: 256,512)")
@@ -42,7 +43,7 @@ def parse(argv):
     args = p.parse_args(argv)
     args.crop_hw = tuple(int(v) for v in args.crop.split(",")) * (1 if "," in args.crop else 2)
     if args.backbone is None:
-        args.backbone = "wrn38" if args.model == "deeplabv3p_wrn38" else "resnet18"
+        args.backbone = {"deeplabv3p_wrn38": "wrn38", "deeplabv3p": "resnet50"}.get(args.model, "resnet18")
     return args
 
 

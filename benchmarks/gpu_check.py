@@ -18,12 +18,13 @@ that would get under 15 s is reported as not run.
      channels-last (bench_train.py), each with the FLOPs of its step counted and the TFLOP/s achieved;
      with --original CHECKOUT (after the other rows), the authors' train_s4GAN.py loop timed in fp32 on
      the same card (through tests/crosscheck/driver.py) and ours / theirs; evaluation at batch 1 and 8 in fp32 and bf16 + channels-last
-     (bench_eval.py); the WRN-38 step (256x512, batch 8, 19 classes) and the MLMT step
+     (bench_eval.py); the WRN-38 step (256x512, batch 8, 19 classes), the DeepLabv3+ ResNet-101 s4GAN
+     step (321x321, batch 8) and the MLMT step
      (bench_mlmt.py, if present) in bf16 + channels-last; a profile of the bf16 + channels-last
      s4GAN step (where the time goes: kernels, the legacy SGD loop, the upsampling, the loaders);
      and, with the time left, the same step with the segmenter under torch.compile;
-  4. the report: DIR/gpu_report.md (tables ready for benchmarks/RESULTS.md; each speed target of
-     issues 15 and 24 met, not met or not measured), DIR/gpu_report.json, and DIR/gpu_check.log (every step's output).
+  4. the report: DIR/gpu_report.md (tables ready for benchmarks/RESULTS.md; each speed target
+     met, not met or not measured), DIR/gpu_report.json, and DIR/gpu_check.log (every step's output).
 
 The report is rewritten after every step, so a run cut short still leaves one. Exit status: 0 when
 every step ran and no test failed (whether the speed targets are met does not change it, nor does a
@@ -87,6 +88,8 @@ REAL = {
     "eval_batches": (1, 8),
     "wrn38": ["--model", "deeplabv3p_wrn38", "--crop", "256,512", "--batch-size", "8", "--num-classes", "19",
               "--iters", "10", "--warmup", "3", "--num-workers", "4"],
+    "v3p": ["--model", "deeplabv3p", "--backbone", "resnet101", "--batch-size", "8", "--crop", "321", "--iters", "15",
+            "--warmup", "5", "--num-workers", "4", "--sgd-mode", "standard"],
     "mlmt": ["--backbone", "resnet101", "--image-size", "320", "--batch-size-lab", "16", "--batch-size-unlab", "80",
              "--iters", "10", "--warmup", "3", "--num-workers", "4"],
     "profile": ["--backbone", "resnet101", "--batch-size", "8", "--crop", "321", "--iters", "4", "--warmup", "5",
@@ -105,6 +108,8 @@ SMOKE = {
     "eval_batches": (1, 2),
     "wrn38": ["--model", "deeplabv3p_wrn38", "--wrn-width-mult", "0.0625", "--crop", "32,64", "--batch-size", "2",
               "--num-classes", "19", "--iters", "1", "--warmup", "0", "--num-workers", "0"],
+    "v3p": ["--model", "deeplabv3p", "--backbone", "resnet50", "--batch-size", "2", "--crop", "65", "--iters", "1",
+            "--warmup", "0", "--num-workers", "0", "--sgd-mode", "standard"],
     "mlmt": ["--backbone", "resnet18", "--image-size", "33", "--batch-size-lab", "2", "--batch-size-unlab", "2",
              "--iters", "1", "--warmup", "0", "--num-workers", "0"],
     "profile": ["--backbone", "resnet18", "--batch-size", "1", "--crop", "33", "--iters", "1", "--warmup", "0",
@@ -114,7 +119,7 @@ SMOKE = {
 }
 STEP_CHOICES = ("tests", "train", "eval", "wrn38", "mlmt", "profile", "compile")
 
-# The speed targets (issues 15 and 24): seconds per iteration of the s4GAN step (ResNet-101, 8 x 3, 321x321)
+# The speed targets: seconds per iteration of the s4GAN step (ResNet-101, 8 x 3, 321x321)
 FP32_STEP_TARGET_S = 0.080
 BF16_CL_STEP_TARGET_S = 0.045
 DATA_WAIT_TARGET = 0.05       # share of the s4GAN iteration spent waiting for the loaders, at bf16 + channels-last
@@ -269,6 +274,8 @@ class Check:
         if "wrn38" in self.args.steps:
             rows.append(("wrn38-bf16-cl", "WRN-38 step bf16 + channels-last", "bench", "bench_train.py",
                          self.sizes["wrn38"] + common, "bf16,1", "wrn38"))
+            rows.append(("v3p-bf16-cl", "DeepLabv3+ ResNet s4GAN step bf16 + channels-last", "bench", "bench_train.py",
+                         self.sizes["v3p"] + common, "bf16,1", "wrn38"))
         if "mlmt" in self.args.steps:  # the MLMT benchmark belongs to another part of the project
             present = os.path.isfile(os.path.join(BENCH_DIR, "bench_mlmt.py"))
             rows.append(("mlmt-bf16-cl", "MLMT step bf16 + channels-last", "bench" if present else "missing",

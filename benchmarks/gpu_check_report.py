@@ -63,7 +63,7 @@ def render_markdown(report, sizes):
     if report["problem"]:
         lines += ["", f"**Stopped:** {report['problem']}"]
     # targets
-    lines += ["", "## Speed targets (issues 15 and 24)", "",
+    lines += ["", "## Speed targets", "",
               table(["target", "measured", "verdict"],
                     [[t["target"], t["measured"] or "-", f"**{t['verdict']}**"] for t in report["targets"]])]
     # tests

@@ -237,7 +237,7 @@ def check_train_args(args, script):
 
 def adopt_training_flags(checkpoint, args):
     """Read the args.json that this project's trainers write beside their checkpoints: --model,
-    --backbone and --num-classes not given are taken from it, and every model flag given must agree
+    --backbone and --num-classes not given are taken from it, and the flags of that model must agree
     with it (evaluating a 4-branch run with 2 branches, say, gives wrong numbers without any error)."""
     path = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "args.json")
     if checkpoint.startswith(("http://", "https://")) or not os.path.isfile(path):
@@ -254,7 +254,9 @@ def adopt_training_flags(checkpoint, args):
             setattr(args, name, trained[name])
     if "wrn_width_mult" in trained and args.wrn_width_mult == 1.0:
         args.wrn_width_mult = trained["wrn_width_mult"]
-    for name in ("model", "backbone", "aspp_branches", "num_classes", "wrn_width_mult"):
+    entry = SEGMENTERS.get(canonical_model_name(args.model or "deeplabv2"))
+    own = [flag.name for flag in entry.flags] if entry else []  # another model's flags do not matter
+    for name in ("model", "backbone", *own, "num_classes"):
         if name in trained and trained[name] != getattr(args, name):
             flag = "--" + name.replace("_", "-")
             raise UserError(f"{flag} {getattr(args, name)} but the run that wrote {checkpoint} used "

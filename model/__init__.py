@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple, runtime
 
 from model.deeplabv2 import BACKBONES as DEEPLABV2_BACKBONES, deeplabv2
 from model.deeplabv3p import deeplabv3p_wrn38
+from model.deeplabv3p_resnet import BACKBONES as DEEPLABV3P_BACKBONES, deeplabv3p_resnet, load_imagenet_trunk
 from model.discriminator import S4GANDiscriminator
 from model.weights import PRETRAINED_DIR
 from model.wider_resnet import WRN38_IMAGENET, load_wrn38_imagenet
@@ -134,6 +135,11 @@ SEGMENTERS = {
                  "(the ImageNet weights exist for 1.0)")),),
         imagenet_weights={"wrn38": os.path.basename(WRN38_IMAGENET)},
         load_imagenet=lambda model, path: load_wrn38_imagenet(model.backbone, path), min_batch=2),
+    # [new] the segmenter of today's semi-supervised papers: DeepLabv3+ on torchvision's ResNet
+    "deeplabv3p": Segmenter(
+        deeplabv3p_resnet, DEEPLABV3P_BACKBONES,
+        imagenet_weights={"resnet101": "resnet101-5d3b4d8f.pth", "resnet50": "resnet50-19c8e357.pth"},
+        load_imagenet=load_imagenet_trunk, min_batch=2),
 }
 # the original's --model defaults ('DeepLab' in the trainers); all meant DeepLabv2
 MODEL_ALIASES = {"deeplab": "deeplabv2", "deeplabv2": "deeplabv2"}

@@ -68,6 +68,8 @@ SCRIPTS = {  # program -> (main, flags appended for the test's sizes)
     "-m data.voc": (data_voc.main, []),
     "-m data.context": (data_context.main, []),
 }
+# a model other than DeepLabv2: one of its trunks and a crop it can take, appended after the tiny sizes
+MODEL_SIZES = {"deeplabv3p": ["--backbone", "resnet50", "--input-size", "65,65"]}
 VOC_IMAGES = 16  # 1/8 gives two labeled images
 # the real training sets' sizes, which the shipped split files are permutations of
 CONTEXT_IMAGES, CITY_IMAGES = 4996, 2975
@@ -181,6 +183,8 @@ def run_command(argv, project, capsys):
         main, extra = reproduce.main, reproduce_flags(args, project)
     else:
         main, extra = SCRIPTS[program]
+        if "--model" in args:
+            extra = extra + MODEL_SIZES.get(args[args.index("--model") + 1], [])
     code, out, err = run_main(main, args + extra, capsys)
     return code, out + err
 

@@ -79,6 +79,7 @@ def test_smoke_report_benchmark_rows_profile_and_targets(smoke):
         expected = {"s4gan-fp32": ("off", False), "s4gan-bf16": ("bf16", False)}.get(key, ("bf16", True))
         assert (result["amp"], result["channels_last"]) == expected
     assert rows["wrn38-bf16-cl"]["result"]["model"] == "deeplabv3p_wrn38-wrn38"
+    assert rows["v3p-bf16-cl"]["status"] == "ok" and rows["v3p-bf16-cl"]["result"]["model"] == "deeplabv3p-resnet50"
     for key in EVAL_KEYS:
         result = rows[key]["result"]
         assert result["bench"] == "eval" and result["batch"] == int(key[-1]) and result["images_per_sec"] > 0
@@ -98,7 +99,7 @@ def test_smoke_report_benchmark_rows_profile_and_targets(smoke):
 def test_smoke_report_markdown_is_one_page_of_well_formed_tables(smoke):
     _, out, _ = smoke
     text = (out / "gpu_report.md").read_text()
-    for heading in ("# GPU check: CPU (no GPU)", "## Speed targets (issues 15 and 24)", "## CUDA tests",
+    for heading in ("# GPU check: CPU (no GPU)", "## Speed targets", "## CUDA tests",
                     "### Training step (`bench_train.py`)", "### Evaluation (`bench_eval.py`)",
                     "### Where the time goes", "## Steps"):
         assert heading in text, heading
