@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from data import get_dataset
 from engine import options
-from engine.config import data_config, model_config
+from engine.config import data_config, eval_mode, model_config
 from engine.evaluator import (eval_collate, evaluate, montage_of_predictions,
                               uint8_batches)
 from engine.fidelity import apply_profile
@@ -55,6 +55,7 @@ def get_args_parser():
     parser.add_argument("--eval-full-res", action="store_true",
                         help="[new] Cityscapes: score the full 2048x1024 labels (logits upsampled to them), the "
                              "protocol most later papers report; default: the original's 1024x512 labels")
+    options.add_eval_mode_flags(parser)
     options.add_speed_flags(parser)
     parser.add_argument("--fold-bn", action="store_true",
                         help="[new] fold each BN into the convolution before it (same results to float rounding; "
@@ -70,6 +71,7 @@ def parse_args(argv=None):
         raise UserError("--restore-from is required: the checkpoint to evaluate")
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
+    options.check_eval_mode(args)
     options.adopt_training_flags(args.restore_from, args)
     args.model = args.model or "deeplabv2"
     return options.resolve_dataset_and_model(args)
@@ -130,7 +132,7 @@ def main(argv=None):
     writer = PredictionWriter(args.save_dir, dataset, spec.palette) if args.save_output_images else None
     start = time.perf_counter()
     confusion = evaluate(model, loader, args.num_classes, env.device, Precision(args.amp, env.device),
-                         args.channels_last, fusion, writer)
+                         args.channels_last, fusion, writer, mode=eval_mode(args))
     seconds = time.perf_counter() - start
     if writer is not None:
         writer.write_montage()

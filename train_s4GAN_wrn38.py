@@ -39,6 +39,7 @@ def get_args_parser():
                           "--batch-size, so images 0, 8, 16, ...; otherwise batches of one), as the original; all: "
                           "after every N-th iteration and the last, on the first --val-images images "
                           "(default: from --fidelity)")
+    options.add_eval_mode_flags(wrn)
     wrn.add_argument("--val-images", type=int, default=None,
                      help="[new] how many validation images are scored (default: 50 with --val-protocol original, "
                           "as the original; all of them with all); 0 = all")
@@ -48,6 +49,7 @@ def get_args_parser():
 def parse_args(argv=None):
     args = options.check_train_args(get_args_parser().parse_args(argv), "train_s4GAN_wrn38")
     options.check_min_batch(args, "batch_size_unlab")
+    options.check_eval_mode(args)
     for flag in ("batch_size_unlab", "val_every"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1")

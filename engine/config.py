@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
 from data.config import DataConfig
+from engine.eval_modes import EvalMode
 from model import SEGMENTERS
 
 
@@ -77,13 +78,23 @@ class ValidationConfig:
     images: int                       # how many are scored; 0: all
     image_stride: int                 # score every image_stride-th validation image
     result_file: str                  # the best validation's per-class table
+    mode: EvalMode                    # how each image's logits are computed (--eval-mode)
 
 
 def validation_config(args):
     # the original scored the first image of each validation batch: on Cityscapes batches of --batch-size
     stride = args.batch_size if args.val_protocol == "original" and args.dataset == "cityscapes" else 1
     return ValidationConfig(args.val_every, args.val_protocol, args.val_images, stride,
-                            os.path.join(args.out, "result.txt"))
+                            os.path.join(args.out, "result.txt"), eval_mode(args))
+
+
+def eval_mode(args):
+    """--eval-mode, --eval-window, --eval-stride (default: two thirds of the window)."""
+    window = tuple(args.eval_window) if args.eval_window else None
+    stride = tuple(args.eval_stride) if args.eval_stride else None
+    if args.eval_mode == "sliding" and stride is None:
+        stride = tuple(max(1, 2 * v // 3) for v in window)
+    return EvalMode(args.eval_mode, window, stride)
 
 
 def data_config(args, data_list, **training):

@@ -4,9 +4,11 @@ that is scored; the logits are upsampled bilinearly (align_corners=True) to the 
 padding is cut off, and the argmax is scored (label values outside [0, C) are not counted)."""
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
 from data import display_pair, get_dataset, supports_uint8_eval
+from engine.eval_modes import canvas_logits
 from utils.distributed import bare
 from utils.metrics import confusion_matrix
 from utils.tensors import upsample
@@ -69,8 +71,9 @@ class DeviceNormalizer:
 
 @torch.no_grad()
 def evaluate(model, loader, num_classes, device, precision=None, channels_last=False, fusion=None,
-             on_prediction=None):
-    """Confusion matrix (C x C, rows = ground truth) over the loader, accumulated on `device`."""
+             on_prediction=None, mode=None):
+    """Confusion matrix (C x C, rows = ground truth) over the loader, accumulated on `device`; `mode`:
+    an EvalMode (engine/eval_modes.py), None for the original's protocol."""
     model.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
     normalizer = None
@@ -83,19 +86,29 @@ def evaluate(model, loader, num_classes, device, precision=None, channels_last=F
                 images = normalizer(images, sizes)
                 if not channels_last:
                     images = images.contiguous()
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            if precision is not None:
-                with precision.autocast():
-                    logits = model(images)
+            inside = None
+            if mode is not None and mode.mode != "original":
+                regions = image_regions(sizes, images.shape[-2:], labels.shape[-2:])
+                logits, inside = canvas_logits(model, images, regions, mode, precision, channels_last)
+                if inside is not None:  # center-crop: only the predicted window is scored
+                    inside = F.interpolate(inside[:, None].float(), size=labels.shape[-2:], mode="nearest")[:, 0] > 0
             else:
-                logits = model(images)
+                if channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                if precision is not None:
+                    with precision.autocast():
+                        logits = model(images)
+                else:
+                    logits = model(images)
             logits = upsample(logits.float(), labels.shape[-2:])
             if fusion is not None:
                 logits = fusion(logits, indices)
             pred = logits.argmax(1)
             labels = labels.to(device, non_blocking=True).long()
-            scored = torch.where(within_sizes(sizes, *pred.shape[1:]), labels, -1)  # padding is not scored
+            scored_region = within_sizes(sizes, *pred.shape[1:])  # padding is not scored
+            if inside is not None:
+                scored_region &= inside
+            scored = torch.where(scored_region, labels, -1)
             confusion += confusion_matrix(scored, pred, num_classes)
             if on_prediction is not None:
                 pred_cpu, sizes_cpu = pred.cpu().numpy(), sizes.cpu().numpy()
@@ -103,6 +116,12 @@ def evaluate(model, loader, num_classes, device, precision=None, channels_last=F
                     h, w = sizes_cpu[k]
                     on_prediction(int(indices[k]), name, pred_cpu[k, :h, :w])
     return confusion.cpu()
+
+
+def image_regions(sizes, image_size, label_size):
+    """Each image's region (h, w) on its canvas, from the scored sizes at the labels' resolution."""
+    scale = torch.tensor([image_size[0] / label_size[0], image_size[1] / label_size[1]], device=sizes.device)
+    return torch.round(sizes * scale).long()
 
 
 def montage_of_predictions(dataset, palette, predictions):

@@ -9,6 +9,7 @@ import json
 import os
 
 from data import DATASETS, fill_dataset_defaults
+from engine.eval_modes import MODES
 from engine.fidelity import apply_profile
 from model import SEGMENTERS, all_backbones, canonical_model_name, default_restore_from
 from model.weights import PRETRAINED_DIR
@@ -126,6 +127,24 @@ def add_speed_flags(p):
     p.add_argument("--amp", default="off", choices=("off", "bf16", "fp16"),
                    help="[new] mixed precision (autocast; fp16 adds a gradient scaler); off is bit-faithful")
     p.add_argument("--channels-last", action="store_true", help="[new] NHWC memory format (faster convs on GPUs)")
+
+
+def add_eval_mode_flags(p):
+    p.add_argument("--eval-mode", default="original", choices=MODES,
+                   help="[new] original: the dataset's protocol as the original (VOC padded to 505x505), the default; "
+                        "whole: each image whole, padded to a multiple of 32; center-crop: only the central "
+                        "--eval-window predicted and scored; sliding: --eval-window windows every --eval-stride, "
+                        "overlaps averaged (engine/eval_modes.py)")
+    p.add_argument("--eval-window", type=input_size, default=None, help="[new] 'H,W' of center-crop and sliding")
+    p.add_argument("--eval-stride", type=input_size, default=None,
+                   help="[new] 'H,W' between sliding windows (default: two thirds of --eval-window)")
+
+
+def check_eval_mode(args):
+    if args.eval_mode in ("center-crop", "sliding") and args.eval_window is None:
+        raise UserError(f"--eval-mode {args.eval_mode} needs --eval-window H,W")
+    if args.eval_stride is not None and args.eval_mode != "sliding":
+        raise UserError("--eval-stride is for --eval-mode sliding")
 
 
 def add_resume_flags(p, folder):

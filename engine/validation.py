@@ -24,7 +24,7 @@ class PeriodicValidation:
         self.best = BestCheckpoint(os.path.join(run.config.checkpoint_dir, "best.pth"), run.env)
         seg = run.segmentation
         self.validator = Validator(seg.data.listing(seg.val_list), run.env, run.precision, run.config.num_workers,
-                                   run.config.channels_last, images=validation_images(config))
+                                   run.config.channels_last, images=validation_images(config), mode=config.mode)
 
     def due(self, i):
         return validates_after(i, self.config, self.num_steps)
@@ -62,8 +62,9 @@ class Validator:
     afterwards. The loader draws from its own generator, never from the global one that dropout
     uses: validating does not change the training's random numbers."""
 
-    def __init__(self, data, env, precision, num_workers, channels_last=False, images=None):
-        """`data`: the DataConfig of the validation list."""
+    def __init__(self, data, env, precision, num_workers, channels_last=False, images=None, mode=None):
+        """`data`: the DataConfig of the validation list; `mode`: an EvalMode (None: the original's)."""
+        self.mode = mode
         self.dataset = uint8_batches(validation_dataset(data))
         if images is not None:
             self.dataset = Subset(self.dataset, images(len(self.dataset)))
@@ -76,7 +77,8 @@ class Validator:
         self.class_names = get_dataset(data.dataset).class_names(data.num_classes, data.data_dir)
 
     def __call__(self, model):
-        confusion = evaluate(model, self.loader, self.num_classes, self.device, self.precision, self.channels_last)
+        confusion = evaluate(model, self.loader, self.num_classes, self.device, self.precision, self.channels_last,
+                             mode=self.mode)
         model.train()
         return confusion
 
