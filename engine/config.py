@@ -11,6 +11,7 @@ from typing import Any, Dict, Optional
 from data.config import DataConfig
 from engine.eval_modes import EvalMode
 from model import SEGMENTERS
+from utils.flags import from_flags
 
 
 @dataclass(frozen=True)
@@ -110,10 +111,7 @@ def model_config(args, **weights):
 
 
 def run_config(args, log_dir=None):
-    return RunConfig(checkpoint_dir=args.checkpoint_dir, log_dir=log_dir or args.checkpoint_dir, device=args.device,
-                     gpu=args.gpu, random_seed=args.random_seed, num_workers=args.num_workers, amp=args.amp,
-                     channels_last=args.channels_last, log_every=args.log_every, tensorboard=args.tensorboard,
-                     resume=args.resume, resume_with_other_flags=args.resume_with_other_flags)
+    return from_flags(RunConfig, args, log_dir=log_dir or args.checkpoint_dir)
 
 
 def segmentation_config(args, unlabeled_list=None, batch_sizes=None, drop_last=False):

@@ -95,8 +95,6 @@ def canvas_logits(model, images, regions, mode, precision=None, channels_last=Fa
         canvas = region.new_zeros((region.shape[0], *image.shape[1:]))
         canvas[:, :h, :w] = region
         logits.append(canvas)
-        full = torch.zeros(image.shape[1:], dtype=torch.bool, device=image.device)
-        full[:h, :w] = True if mask is None else mask
-        masks.append(full)
-    masks = torch.stack(masks)
-    return torch.stack(logits), (None if mode.mode != "center-crop" else masks)
+        if mask is not None:
+            masks.append(F.pad(mask, (0, image.shape[2] - w, 0, image.shape[1] - h)))
+    return torch.stack(logits), (torch.stack(masks) if masks else None)

@@ -1,9 +1,10 @@
 """MLMTConfig: what MLMT's data, networks and validation read, built once by train_mlmt.py from its
 flags (each field is the flag of the same name, described in `python train_mlmt.py --help`)."""
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Optional
 
 from data.config import DataConfig
+from utils.flags import from_flags
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class MLMTConfig:
 
     @classmethod
     def from_flags(cls, args):
-        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+        return from_flags(cls, args)
 
     def dataset_view(self, split):
         """The registry dataset's DataConfig of one split, for listing its images and label files."""
