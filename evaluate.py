@@ -55,6 +55,7 @@ def get_args_parser():
     parser.add_argument("--eval-full-res", action="store_true",
                         help="[new] Cityscapes: score the full 2048x1024 labels (logits upsampled to them), the "
                              "protocol most later papers report; default: the original's 1024x512 labels")
+    options.add_full_resolution_flag(parser)
     options.add_eval_mode_flags(parser)
     options.add_speed_flags(parser)
     parser.add_argument("--fold-bn", action="store_true",
@@ -79,7 +80,7 @@ def parse_args(argv=None):
 
 def evaluation_data(args):
     """The DataConfig of the images evaluated: --data-list under the dataset's evaluation protocol."""
-    return data_config(args, args.data_list, eval_full_res=args.eval_full_res)
+    return data_config(args, args.data_list, eval_full_res=args.eval_full_res, full_resolution=args.full_resolution)
 
 
 class PredictionWriter:

@@ -5,7 +5,11 @@
     python reproduce.py --table voc --emit slurm         # a Slurm array job script, one task per run
     python reproduce.py --table voc --collect            # results/voc.md and results/voc.png from the runs' files
 
-Each cell of a table is the mean over the splits splits/<dataset>/seeded_{0,1,2}.pkl, as the paper
+The tables voc-classic, voc-blended and cityscapes-modern follow today's protocol instead
+(docs/modern-protocol.md): DeepLabv3+ ResNet-101, the split lists of splits/, three seeds, and the best
+snapshot reported beside the final one, marked as selected on the evaluation set.
+
+Each cell of a paper's table is the mean over the splits splits/<dataset>/seeded_{0,1,2}.pkl, as the paper
 reports the mean over 3 random splits (the "full" column has no split: its runs differ by
 --random-seed). Every run is an ordinary command of this project with the flags of the original
 README's command for its dataset (README.md) plus its split, output folder and `--resume auto`; the
@@ -32,13 +36,16 @@ from utils.errors import ArgumentParser, run_cli
 
 def get_args_parser():
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--table", required=True, choices=("voc", "context", "cityscapes", "folder"),
+    p.add_argument("--table", required=True,
+                   choices=("voc", "context", "cityscapes", "folder", "voc-classic", "voc-blended", "cityscapes-modern"),
                    help="voc (1/50, 1/20, 1/8, full), context or cityscapes (1/8, 1/4, full), or folder: the same "
-                        "protocol on your own VOC-layout --data-dir (no paper column)")
+                        "protocol on your own VOC-layout --data-dir (no paper column); voc-classic, voc-blended, "
+                        "cityscapes-modern: today's protocol (DeepLabv3+, split lists; docs/modern-protocol.md)")
     p.add_argument("--init", default="imagenet", choices=("imagenet", "coco"),
                    help="pre-training of the segmenter: the paper's ImageNet table or, for voc, its ImageNet + COCO "
                         f"table (--restore-from {COCO_WEIGHTS}) (default: %(default)s)")
-    p.add_argument("--ratios", default=None, help="labeled fractions, e.g. 1/8,full or 0.125 (default: the table's)")
+    p.add_argument("--ratios", default=None, help="labeled fractions, e.g. 1/8,full or 0.125; today's tables: their "
+                                                  "lists, e.g. 92,1464 or 1_16 (default: the table's)")
     p.add_argument("--splits", default="0,1,2", help="split numbers k of splits/<dataset>/seeded_<k>.pkl "
                                                      "(default: %(default)s)")
     p.add_argument("--methods", default=None,

@@ -61,11 +61,14 @@ def get_args_parser():
                                "int(ratio*N) entries, as in the segmenter); 'none': seeded by --random-seed")
     original.add_argument("--w-cons", type=float, default=1.0, help="maximum weight of the consistency loss")
     original.add_argument("--ema-decay", type=float, default=0.999, help="maximum EMA decay of the teacher")
-    original.add_argument("--labeled-ratio", type=float, default=0.125, help="fraction of the training list labeled")
+    original.add_argument("--labeled-ratio", type=float, default=None,
+                          help="fraction of the training list labeled (default 0.125 unless --labeled-list is given)")
     original.add_argument("--verbose", action="store_true", help="a line per iteration (same as --log-every 1)")
     p.add_argument("--num-classes", type=int, default=None,
                    help="classifier outputs (default: the dataset's: 21 VOC, 60 Context; folder: classes.txt)")
     options.add_data_flags(p)
+    options.add_labeled_list_flag(p)
+    options.add_unlabeled_list_flag(p)
     p.add_argument("--val-list", default=None,
                    help="[new] validation ids, one per line; the output files have one row per line "
                         "(default: the dataset's, e.g. ./data/voc_list/val.txt)")
@@ -111,7 +114,12 @@ def parse_args(argv=None):
     fill_dataset_defaults(args)
     if args.num_classes < 2:
         raise UserError("--num-classes must be at least 2")
-    if not 0 < args.labeled_ratio <= 1:
+    if args.labeled_list and args.labeled_ratio is not None:
+        raise UserError(f"--labeled-list {args.labeled_list} and --labeled-ratio {args.labeled_ratio} both say which "
+                        f"images are labeled: give one")
+    if args.labeled_ratio is None:
+        args.labeled_ratio = None if args.labeled_list else 0.125
+    if args.labeled_ratio is not None and not 0 < args.labeled_ratio <= 1:
         raise UserError(f"--labeled-ratio {args.labeled_ratio} must be in (0, 1]")
     for flag in ("batch_size_lab", "batch_size_unlab", "batch_size_val", "num_epochs", "log_every"):
         if getattr(args, flag) < 1:

@@ -23,9 +23,7 @@ def get_args_parser():
     parser = options.train_parser("s4GAN semi-supervised segmentation: DeepLabv2 + image-level discriminator.",
                                   batch_size=8, split_id=None, checkpoint_dir="./checkpoints/voc_semi_0_125/")
     add_s4gan_arguments(parser)
-    parser.add_argument("--unlabeled-list", default=None,
-                        help="[new] ids of extra images (<data-dir>/JPEGImages/<id>.jpg) that have no label PNG; "
-                             "they join the unlabeled pool")
+    options.add_unlabeled_list_flag(parser)
     return parser
 
 

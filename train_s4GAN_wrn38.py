@@ -26,6 +26,7 @@ def get_args_parser():
                                   batch_size=8, split_id=None, checkpoint_dir="./checkpoints/voc_semi_0_125/")
     parser.set_defaults(model="deeplabv3p_wrn38", save_pred_every=1000)
     add_s4gan_arguments(parser)
+    options.add_unlabeled_list_flag(parser)
     wrn = parser.add_argument_group("this trainer")
     wrn.add_argument("--batch-size-unlab", type=int, default=8, help="images per unlabeled batch")
     wrn.add_argument("--eta-min-factor", type=float, default=10,
@@ -65,7 +66,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    segmentation = segmentation_config(args, batch_sizes={"unlabeled": args.batch_size_unlab}, drop_last=True)
+    segmentation = segmentation_config(args, unlabeled_list=args.unlabeled_list,
+                                       batch_sizes={"unlabeled": args.batch_size_unlab}, drop_last=True)
     train_s4GAN.train(args, run_config(args, log_dir=args.out), segmentation, validation_config(args))
 
 

@@ -249,6 +249,8 @@ class CityscapesSegmentation(Dataset):
     train=True: resize to TRAIN_RESOLUTION, random crop of crop_size, random flip; `size` is the
     original image's (h, w). train=False: resize to `resolution`; labels at that resolution too,
     or at full resolution with full_res_labels; `size` = the label's (h, w), the scored region.
+    native_size (--full-resolution, today's protocol): no resizing: training crops of the image as it
+    is, evaluation of the image and its label as they are (2048x1024).
     Names are '<city>/<frame>'. An item may be (index, key): the key seeds that sample's
     augmentation (np.random.default_rng(key)), so a run does not depend on the number of workers.
     `uint8_eval` (train=False): the image stays uint8 RGB, normalised on the device by the evaluator
@@ -257,13 +259,15 @@ class CityscapesSegmentation(Dataset):
     uint8_eval = False
 
     def __init__(self, root, split="train", list_path=None, crop_size=(256, 512), train=True,
-                 resolution=None, full_res_labels=False, list_flag="--data-list", check_files=True):
+                 resolution=None, full_res_labels=False, list_flag="--data-list", check_files=True,
+                 native_size=False):
         self.root, self.split, self.train = root, split, train
         self.image_dir, self.label_dir = find_split_dirs(root, split)
         self.resolution = tuple(resolution or (TRAIN_RESOLUTION if train else EVAL_RESOLUTION))
         self.crop_h, self.crop_w = crop_size
-        self.full_res_labels = full_res_labels
-        if train and (self.crop_h > self.resolution[0] or self.crop_w > self.resolution[1]):
+        self.full_res_labels = full_res_labels or native_size
+        self.native_size = native_size  # each image at its own size (2048x1024): no resizing at all
+        if train and not native_size and (self.crop_h > self.resolution[0] or self.crop_w > self.resolution[1]):
             raise UserError(f"--input-size {self.crop_h},{self.crop_w} is larger than the "
                             f"{self.resolution[0]}x{self.resolution[1]} (h x w) Cityscapes training images")
         if list_path:
@@ -323,11 +327,15 @@ class CityscapesSegmentation(Dataset):
         rng = np.random.default_rng(key if key is not None else np.random.randint(0, 2**31 - 1))
         image, label = self._read(name)
         size = np.array((image.size[1], image.size[0]), np.int64)
-        top = int(rng.integers(0, self.resolution[0] - self.crop_h + 1))
-        left = int(rng.integers(0, self.resolution[1] - self.crop_w + 1))
+        resolution = tuple(size) if self.native_size else self.resolution
+        if self.crop_h > resolution[0] or self.crop_w > resolution[1]:
+            raise UserError(f"--input-size {self.crop_h},{self.crop_w} is larger than {self.image_path(name)} "
+                            f"({resolution[1]}x{resolution[0]})")
+        top = int(rng.integers(0, resolution[0] - self.crop_h + 1))
+        left = int(rng.integers(0, resolution[1] - self.crop_w + 1))
         crop = (top, left, self.crop_h, self.crop_w)
-        rgb = np.asarray(pil_resize(image, self.resolution, Image.BILINEAR, crop))
-        ids = np.asarray(pil_resize(label, self.resolution, Image.NEAREST, crop))
+        rgb = np.asarray(pil_resize(image, resolution, Image.BILINEAR, crop))
+        ids = np.asarray(pil_resize(label, resolution, Image.NEAREST, crop))
         if rng.random() < 0.5:
             rgb, ids = rgb[:, ::-1], ids[:, ::-1]
         return normalize(rgb), LABEL_TO_TRAIN[ids].astype(np.int64), size, name, index
@@ -340,6 +348,8 @@ class CityscapesSegmentation(Dataset):
     def _eval_pair(self, index):
         name = self.ids[index]
         image, label = self._read(name)
+        if self.native_size:
+            return np.asarray(image), LABEL_TO_TRAIN[np.asarray(label)].astype(np.int64)
         rgb = np.asarray(pil_resize(image, self.resolution, Image.BILINEAR))
         if not self.full_res_labels:
             label = pil_resize(label, self.resolution, Image.NEAREST)
@@ -359,12 +369,13 @@ class CityscapesSegmentation(Dataset):
 
 def build_train(config):
     return CityscapesSegmentation(config.data_dir, "train", config.data_list, crop_size=tuple(config.input_size),
-                                  train=True, check_files=config.check_files)
+                                  train=True, native_size=config.full_resolution, check_files=config.check_files)
 
 
 def build_val(config):
     return CityscapesSegmentation(config.data_dir, "val", config.data_list, train=False,
-                                  full_res_labels=config.eval_full_res, check_files=config.check_files)
+                                  full_res_labels=config.eval_full_res, native_size=config.full_resolution,
+                                  check_files=config.check_files)
 
 
 SPEC = DatasetSpec(

@@ -16,6 +16,7 @@ class DataConfig:
     random_mirror: bool = False
     context_train_mean: str = "rgb"             # PASCAL-Context training normalisation: rgb or reversed
     eval_full_res: bool = False                 # Cityscapes evaluation: score the full-resolution labels
+    full_resolution: bool = False               # Cityscapes: train and evaluate at 2048x1024 (today's protocol)
     unlabeled_list: Optional[str] = None        # ids of extra images without labels (VOC layout)
     check_files: bool = True                    # check at once that every listed file exists
 

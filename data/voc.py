@@ -30,6 +30,11 @@ DEFAULT_LISTS = {"train": "./data/voc_list/train_aug.txt", "val": "./data/voc_li
 VOC_EVAL_SIZE = (505, 505)
 
 
+def _list_id(entry):
+    prefix = IMAGE_DIR + "/"
+    return entry[len(prefix):-len(".jpg")] if entry.startswith(prefix) and entry.endswith(".jpg") else entry
+
+
 def read_id_list(path, flag="--data-list"):
     if not os.path.isfile(path):
         if flag != "--data-list":
@@ -38,8 +43,8 @@ def read_id_list(path, flag="--data-list"):
             f"{flag} {path} does not exist: write the VOC lists with `python -m data.voc make-lists "
             f"--data-dir <your voc_dataset folder>` (train_aug = every id in SegmentationClassAug that "
             f"is not in val), or point {flag} at your own list")
-    with open(path) as f:
-        ids = [line.split()[0] for line in f if line.strip()]
+    with open(path) as f:  # an id, or the two-column form of today's lists: JPEGImages/<id>.jpg SegmentationClass/...
+        ids = [_list_id(line.split()[0]) for line in f if line.strip()]
     if not ids:
         raise UserError(f"{flag} {path} is empty")
     return ids

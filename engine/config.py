@@ -49,6 +49,7 @@ class SplitConfig:
     batch_size: int
     batch_sizes: Dict[str, int] = field(default_factory=dict)  # per-stream batch sizes other than batch_size
     drop_last: bool = False           # every stream drops incomplete batches
+    labeled_list: Optional[str] = None  # the labeled images by name (--labeled-list); replaces the ratio
 
 
 @dataclass(frozen=True)
@@ -118,11 +119,12 @@ def segmentation_config(args, unlabeled_list=None, batch_sizes=None, drop_last=F
     """The flags of engine/options.train_parser, which every segmentation trainer has; the others given."""
     data = data_config(args, args.data_list, input_size=tuple(args.input_size), random_scale=args.random_scale,
                        random_mirror=args.random_mirror, context_train_mean=args.context_train_mean or "rgb",
-                       unlabeled_list=unlabeled_list)
+                       unlabeled_list=unlabeled_list, full_resolution=args.full_resolution)
     model = model_config(args, restore_from=args.restore_from)
     # a model that cannot train on a batch of one image never gets an incomplete batch
     drop_last = drop_last or SEGMENTERS[args.model].min_batch > 1
-    split = SplitConfig(args.labeled_ratio, args.split_id, args.batch_size, dict(batch_sizes or {}), drop_last)
+    split = SplitConfig(args.labeled_ratio, args.split_id, args.batch_size, dict(batch_sizes or {}), drop_last,
+                        args.labeled_list)
     optim = OptimConfig(args.learning_rate, args.momentum, args.weight_decay, args.sgd_mode, args.power)
     return SegmentationConfig(data, args.val_list, model, split, optim)
 

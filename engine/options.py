@@ -156,6 +156,26 @@ def add_resume_flags(p, folder):
                         "(a warning names them; the run is then not bit-identical to an uninterrupted one)")
 
 
+def add_labeled_list_flag(p):
+    p.add_argument("--labeled-list", default=None,
+                   help="[new] the labeled images, one per line (an id or 'JPEGImages/<id>.jpg SegmentationClass/"
+                        "<id>.png'), e.g. splits/voc/classic/92.txt; the unlabeled ones: --unlabeled-list, else the "
+                        "rest of the training list. Replaces --labeled-ratio and --split-id")
+
+
+def add_unlabeled_list_flag(p):
+    p.add_argument("--unlabeled-list", default=None,
+                   help="[new] images for the unlabeled pool only, one per line (an id or the two-column form); "
+                        "with --labeled-list the unlabeled pool is exactly these, otherwise they join it. Images "
+                        "outside the training list need no label PNG (VOC layout)")
+
+
+def add_full_resolution_flag(p):
+    p.add_argument("--full-resolution", action="store_true",
+                   help="[new] Cityscapes: train and evaluate on the 2048x1024 images and labels as they are "
+                        "(today's protocol); default: the original's 1024x512 (docs/modern-protocol.md)")
+
+
 def train_parser(description, *, batch_size, split_id, checkpoint_dir, input_size_default=(321, 321)):
     """The flags of every segmentation trainer; the script adds its method's own."""
     p = parser(description)
@@ -169,6 +189,8 @@ def train_parser(description, *, batch_size, split_id, checkpoint_dir, input_siz
     p.add_argument("--split-id", default=split_id,
                    help="pickled permutation of the training indices (labeled = its first "
                         "int(ratio*N) entries); unset or 'none': a permutation seeded by --random-seed")
+    add_labeled_list_flag(p)
+    add_full_resolution_flag(p)
     p.add_argument("--input-size", type=input_size, default=input_size_default,
                    help="training crop 'H,W'; logits are upsampled to it for the loss")
     p.add_argument("--learning-rate", type=float, default=2.5e-4,
@@ -217,6 +239,9 @@ def resolve_dataset_and_model(args):
                         f"(choose from {', '.join(entry.backbones)})")
     given_ignore_label = args.ignore_label
     spec = fill_dataset_defaults(args)
+    if getattr(args, "full_resolution", False) and args.dataset != "cityscapes":
+        raise UserError(f"--full-resolution is a Cityscapes option (the training and evaluation resolution); "
+                        f"--dataset {args.dataset} reads its images at their own size")
     if args.num_classes < 2:
         raise UserError("--num-classes must be at least 2")
     if given_ignore_label is not None and spec.ignore_label_fixed and given_ignore_label != spec.ignore_label:
@@ -243,6 +268,9 @@ def check_train_args(args, script):
     resolve_dataset_and_model(args)
     if args.labeled_ratio is not None and not 0 < args.labeled_ratio <= 1:
         raise UserError(f"--labeled-ratio {args.labeled_ratio} must be in (0, 1]")
+    if args.labeled_list and args.labeled_ratio is not None:
+        raise UserError(f"--labeled-list {args.labeled_list} and --labeled-ratio {args.labeled_ratio} both say which "
+                        f"images are labeled: give one")
     for flag in ("batch_size", "num_steps", "save_pred_every", "log_every"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1")

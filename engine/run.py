@@ -79,9 +79,10 @@ class TrainingRun:
         else:
             seg = self.segmentation
             self.dataset, num_listed = setup.make_train_dataset(seg.data)
-            self.split = setup.make_split(seg.split, self.config.random_seed, num_listed, saved_split)
+            listed = setup.listed_images(seg.split, seg.data, self.dataset, num_listed)
+            self.split = setup.make_split(seg.split, self.config.random_seed, num_listed, saved_split, listed.labeled)
             self.streams = setup.make_streams(seg.split, self.env, self.dataset, self.split, streams, num_listed,
-                                              self.config.random_seed, self.config.num_workers)
+                                              self.config.random_seed, self.config.num_workers, listed)
         self._split_file = split_file
         self.precision = Precision(self.config.amp, self.env.device)
         self.models, self.optimizers, self.base_lrs = {}, {}, {}

@@ -8,9 +8,10 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from data import get_dataset
+from data.image_lists import ListedImages, image_pools, labeled_first, list_positions, match_list
 from data.joined import JoinedDataset
 from data.sampler import BatchStream, SeededEpochSampler
-from data.splits import load_permutation, seeded_permutation, split_indices
+from data.splits import load_permutation, seeded_permutation
 from model import SEGMENTERS, build_discriminator, build_segmenter, unused_parameter_names
 from model.weights import load_exact, load_matching, read_state_dict
 from utils.checkpoint import atomic_write_bytes
@@ -94,28 +95,44 @@ def prepare_module(module, env, channels_last=False, sync_bn=False):
     return DistributedDataParallel(module, device_ids=device_ids), module
 
 
-def make_split(split, random_seed, num_images, saved=None):
+def make_split(split, random_seed, num_images, saved=None, labeled=None):
     """The permutation behind the labeled/unlabeled split of a SplitConfig (None when every image is
-    labeled): the saved one of a resumed run, the --split-id file, or one seeded by `random_seed`."""
-    if split.labeled_ratio is None:
-        return None
+    labeled): the saved one of a resumed run, the --labeled-list images first (`labeled`: their
+    positions), the --split-id file, or one seeded by `random_seed`."""
     if saved is not None:
         return np.asarray(saved, np.int64)
+    if labeled is not None:
+        return labeled_first(labeled, num_images)
+    if split.labeled_ratio is None:
+        return None
     if split.split_id:
         return load_permutation(split.split_id, num_images)
     return seeded_permutation(num_images, random_seed)
 
 
-def make_streams(split, env, dataset, perm, streams, num_listed, random_seed, num_workers):
+def listed_images(split, data, dataset, num_listed):
+    """The ListedImages of a run: --labeled-list (SplitConfig) against the training list, and the
+    DataConfig's unlabeled_list against the training list, then the images make_train_dataset joined."""
+    ids = dataset.ids[:num_listed]
+    where = data.data_list or f"the default training list of --dataset {data.dataset}"
+    labeled = list_positions(split.labeled_list, "--labeled-list", ids, where) if split.labeled_list else None
+    unlabeled = None
+    if data.unlabeled_list:
+        entries = match_list(data.unlabeled_list, "--unlabeled-list", ids)
+        unlabeled = np.asarray([num_listed + j if found is None else found for j, (_, _, found) in enumerate(entries)],
+                               np.int64)
+    return ListedImages(labeled, unlabeled)
+
+
+def make_streams(split, env, dataset, perm, streams, num_listed, random_seed, num_workers, listed=None):
     """One BatchStream per stream of a method's `streams` ({name: pool}, methods/__init__.py), each
     with its own sampler (seeded by `random_seed` and the stream's position), the SplitConfig's batch
-    size for it and, with its `drop_last`, only whole batches.
-
-    Indices >= num_listed (images of --unlabeled-list) join the unlabeled pool only."""
-    everything = np.arange(num_listed, dtype=np.int64)
-    labeled, unlabeled = split_indices(perm if perm is not None else everything, split.labeled_ratio)
-    unlabeled = np.concatenate([unlabeled, np.arange(num_listed, len(dataset), dtype=np.int64)])
+    size for it and, with its `drop_last`, only whole batches. `listed`: the run's ListedImages."""
+    labeled, unlabeled = image_pools(perm, num_listed, split.labeled_ratio, listed or ListedImages())
     if "unlabeled" in streams.values() and len(unlabeled) == 0:
+        if split.labeled_list:
+            raise UserError(f"--labeled-list {split.labeled_list} names every image of the training list: no "
+                            f"unlabeled image is left (give --unlabeled-list)")
         raise UserError(f"--labeled-ratio {split.labeled_ratio} leaves no unlabeled image; leave it unset "
                         f"to use every image as both labeled and unlabeled")
     pools = {"labeled": labeled, "unlabeled": unlabeled}
@@ -132,12 +149,19 @@ def make_streams(split, env, dataset, perm, streams, num_listed, random_seed, nu
 
 
 def make_train_dataset(data):
-    """The training list's dataset of a DataConfig, and (as a JoinedDataset after it) the images of its
-    `unlabeled_list`. Returns (dataset, number of images of the training list)."""
+    """The training list's dataset of a DataConfig and, when its `unlabeled_list` names images the
+    training list does not hold, that list's images (read without labels) as a JoinedDataset after
+    it. Returns (dataset, number of images of the training list)."""
     spec = get_dataset(data.dataset)
     listed = spec.build_train(data)
     if not data.unlabeled_list:
         return listed, len(listed)
+    outside = [(number, name) for number, name, found in match_list(data.unlabeled_list, "--unlabeled-list",
+                                                                      listed.ids) if found is None]
+    if not outside:
+        return listed, len(listed)
     if spec.build_unlabeled is None:
-        raise UserError(f"--unlabeled-list is not supported for --dataset {data.dataset}")
+        raise UserError(f"--unlabeled-list {data.unlabeled_list} line {outside[0][0]}: {outside[0][1]} is not in "
+                        f"the training list, and --dataset {data.dataset} reads no images outside it "
+                        f"(--unlabeled-list is not supported for --dataset {data.dataset} beyond its training list)")
     return JoinedDataset(listed, spec.build_unlabeled(data)), len(listed)

@@ -53,6 +53,17 @@ class Table:
     crop: str = "321,321"
     paper: dict = field(default_factory=dict)
     notes: tuple = ()
+    # today's protocol (docs/modern-protocol.md): {column: (label, labeled list, labeled count)}, the
+    # column being count / num_train; the replicates of a column differ by --random-seed
+    lists: dict = field(default_factory=dict)
+    method_labels: dict = field(default_factory=dict)
+    every_snapshot: bool = False  # also evaluate every snapshot, for the best one (selected on the evaluation set)
+
+    def label(self, ratio):
+        return self.lists[ratio][0] if ratio in self.lists else fraction_label(ratio)
+
+    def method_label(self, method):
+        return self.method_labels.get(method, METHODS[method][0])
 
 
 def tables():
@@ -84,9 +95,62 @@ def tables():
                                          "--input-size", "256,512"],
                             s4gan_flags=["--threshold-st", "0.7", "--learning-rate-D", "1e-5"],
                             eval_flags=["--dataset", "cityscapes", "--num-classes", "19"], paper=PAPER_CITYSCAPES),
+        **modern_tables(),
         "folder": Table(title="your VOC-layout folder (--dataset folder)", prefix="folder", ratios=(0.125, 0.25, FULL),
                         methods=("baseline", "s4gan", "mlmt"), train_flags=["--dataset", "folder"],
                         eval_flags=["--dataset", "folder"], mlmt_flags=["--dataset", "folder"]),
+    }
+
+
+# Today's protocol: DeepLabv3+ ResNet-101 (output stride 16), the bugs of the original corrected, batch 8,
+# SGD weight decay 1e-4 and the poly schedule; the learning rates, crops and evaluation of UniMatch's
+# configs (configs/pascal.yaml, configs/cityscapes.yaml). Sources and differences: docs/modern-protocol.md.
+MODERN_FLAGS = ["--model", "deeplabv3p", "--backbone", "resnet101", "--fidelity", "fixed", "--batch-size", "8",
+                "--weight-decay", "1e-4"]
+MODERN_SUPERVISED = "DeepLabv3+ supervised (labeled only)"
+
+
+def list_columns(folder, names, num_train):
+    """{count / num_train: (label, ./splits/<folder>/<name>.txt, count)} of shipped split lists."""
+    columns = {}
+    for name in names:
+        path = f"./splits/{folder}/{name}.txt"
+        with open(os.path.join(ROOT, path)) as f:
+            count = sum(1 for line in f if line.strip())
+        label = name if name.isdigit() else f"1/{name.split('_')[1]} ({count})"
+        columns[count / num_train] = (label, path, count)
+    return columns
+
+
+def modern_tables():
+    voc_train = ["--dataset", "pascal_voc", "--ignore-label", "255", "--num-classes", "21", *MODERN_FLAGS,
+                 "--learning-rate", "0.001", "--input-size", "321,321", "--random-scale", "--random-mirror"]
+    voc_eval = ["--dataset", "pascal_voc", "--num-classes", "21", "--eval-mode", "whole"]
+    voc = dict(prefix="voc", methods=("baseline", "s4gan", "mlmt"), num_train=10582, crop="321,321",
+               train_flags=voc_train, eval_flags=voc_eval, every_snapshot=True,
+               method_labels={"baseline": MODERN_SUPERVISED})
+    classic = list_columns("voc/classic", ("92", "183", "366", "732", "1464"), 10582)
+    blended = list_columns("voc/blended_u2pl", ("1_16", "1_8", "1_4", "1_2"), 10582)
+    city = list_columns("city/u2pl", ("1_16", "1_8", "1_4", "1_2"), 2975)
+    not_the_paper = "Today's protocol, not the paper's: these numbers are not comparable with the paper's tables."
+    return {
+        "voc-classic": Table(title="PASCAL VOC 2012 val, classic splits (labels from the 1,464 fine images), "
+                                   "DeepLabv3+ ResNet-101, whole-image evaluation", ratios=tuple(sorted(classic)),
+                             lists=classic, notes=(not_the_paper,), **voc),
+        "voc-blended": Table(title="PASCAL VOC 2012 val, blended splits of train_aug (U2PL's), DeepLabv3+ "
+                                   "ResNet-101, whole-image evaluation", ratios=tuple(sorted(blended)),
+                             lists=blended, notes=(not_the_paper,), **voc),
+        "cityscapes-modern": Table(
+            title="Cityscapes val at 2048x1024, DeepLabv3+ ResNet-101, sliding-window evaluation", prefix="city",
+            ratios=tuple(sorted(city)), lists=city, methods=("baseline", "s4gan"), num_train=2975, crop="801,801",
+            train_flags=["--dataset", "cityscapes", "--ignore-label", "250", "--num-classes", "19", *MODERN_FLAGS,
+                         "--learning-rate", "0.005", "--input-size", "801,801", "--full-resolution"],
+            s4gan_flags=["--threshold-st", "0.7", "--learning-rate-D", "1e-5"],
+            eval_flags=["--dataset", "cityscapes", "--num-classes", "19", "--full-resolution", "--eval-mode", "sliding",
+                        "--eval-window", "801,801"],
+            every_snapshot=True, method_labels={"baseline": MODERN_SUPERVISED},
+            notes=(not_the_paper, "No s4GAN + MLMT row: train_mlmt.py does not read Cityscapes labels (the paper "
+                                  "has no Cityscapes MLMT result either).")),
     }
 
 

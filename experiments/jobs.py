@@ -2,7 +2,7 @@
 import os
 import shlex
 
-from experiments.scripts import ROOT
+from experiments.scripts import ROOT, command_line
 from experiments.plan import at_root
 from experiments.speed import hours_text, run_hours
 
@@ -13,7 +13,8 @@ def _task_lines(run):
     if run.needs:
         message = f"{run.name}: {run.needs} is missing: when the s4GAN run has finished, run this task again"
         lines.append(f"    [ -f {q(run.needs)} ] || {{ echo {q(message)} >&2; exit 3; }}")
-    lines += [f"    [ -f {q(run.result)} ] || {run.eval_text()}", "    ;;"]
+    lines += [f"    [ -f {q(result)} ] || {command_line(evaluate)}" for evaluate, result in run.evaluations]
+    lines.append("    ;;")
     return lines
 
 

@@ -26,13 +26,21 @@ class Run:
     needs: str = None      # MLMT: the s4GAN snapshot its evaluation fuses with
     iterations: int = 0
     launcher: tuple = ()   # ("torchrun", "--nproc_per_node=N"): how the training command is started
+    label: str = ""        # the column's label
+    method_text: str = ""  # the method's name in this table
+    more: list = ()        # [(evaluation command, its result.txt)] of the other snapshots (tables that report the best)
 
     @property
     def gpus(self):
         return int(self.launcher[1].split("=")[1]) if self.launcher else 1
 
     def describe(self):
-        return f"{METHODS[self.method][0]}, {fraction_label(self.ratio)}, split {self.split}"
+        return f"{self.method_text or METHODS[self.method][0]}, {self.label or fraction_label(self.ratio)}, split {self.split}"
+
+    @property
+    def evaluations(self):
+        """[(evaluation command, result.txt)]: the evaluated snapshot's first."""
+        return [(self.evaluate, self.result), *self.more]
 
     def train_text(self):
         return shlex.join([*self.launcher, *self.train]) if self.launcher else command_line(self.train)
@@ -105,7 +113,7 @@ def build_plan(args, train_extra=()):
         if not args.data_dir:
             raise UserError("--table folder needs --data-dir (a VOC-layout folder with lists/train_aug.txt, val.txt)")
         table.title = f"{args.data_dir} (--dataset folder)"
-    ratios = [parse_ratio(r) for r in args.ratios.split(",")] if args.ratios else list(table.ratios)
+    ratios = [choose_column(table, r) for r in args.ratios.split(",")] if args.ratios else list(table.ratios)
     try:
         splits = [int(s) for s in args.splits.split(",")]
     except ValueError:
@@ -142,6 +150,18 @@ def build_plan(args, train_extra=()):
     return Plan(key, table, runs, settings.root, args.results_dir, snapshot, steps, note, warnings)
 
 
+def choose_column(table, text):
+    """A --ratios entry: a fraction, or for a table of split lists a column by its list (92, 1_16, 1/16)."""
+    if not table.lists:
+        return parse_ratio(text)
+    wanted = text.strip().replace("/", "_")
+    for ratio, (label, path, count) in table.lists.items():
+        if wanted in (os.path.splitext(os.path.basename(path))[0], str(count)):
+            return ratio
+    raise UserError(f"--ratios: {text!r} is not a column of this table "
+                    f"({', '.join(label for label, _, _ in table.lists.values())})")
+
+
 def choose_methods(args, table):
     methods = [m for m in table.methods if m != "mlmt" or catalog.mlmt_available()]
     if not args.methods:
@@ -160,13 +180,25 @@ def ratio_tag(ratio):
     return "full" if ratio >= FULL else f"{ratio:g}".replace(".", "_")
 
 
-def run_name(method, ratio, split):
+def run_name(method, ratio, split, table=None):
+    if table is not None and ratio in table.lists:  # the list's name: s4gan_92_s0, s4gan_1_16_s0
+        return f"{method}_{os.path.splitext(os.path.basename(table.lists[ratio][1]))[0]}_s{split}"
     return f"{method}_{ratio_tag(ratio)}_s{split}"
+
+
+def other_snapshots(c, folder, name):
+    """[(iteration, result.txt)] of the snapshots other than the evaluated one, for tables that report
+    the best snapshot too: every --save-pred-every (5000) iterations."""
+    if not c.table.every_snapshot:
+        return []
+    every = int(flag_value([*c.train, *c.train_extra], "--save-pred-every", 5000))
+    return [(i, os.path.join(folder, f"eval_VOC_{i}", "result.txt"))
+            for i in range(every, c.steps + 1, every) if i != c.snapshot]
 
 
 def segmentation_run(c, index, method, ratio, split, warnings):
     """A train_full.py / train_s4GAN.py run and the evaluation of its snapshot."""
-    name = run_name(method, ratio, split)
+    name = run_name(method, ratio, split, c.table)
     folder = os.path.join(c.root, name)
     split_flags, _ = split_arguments(c.table, ratio, split)
     ratio_flags = split_flags[:2] if ratio < FULL else []
@@ -180,38 +212,50 @@ def segmentation_run(c, index, method, ratio, split, warnings):
                             f"per GPU ({total // c.gpus * c.gpus} in all)")
         train += ["--batch-size", str(max(1, total // c.gpus))]
     train += [*c.train_extra, "--resume", "auto"]
-    result = os.path.join(folder, f"eval_VOC_{c.snapshot}", "result.txt")
-    evaluate = ["evaluate.py", *c.evaluate, "--restore-from", os.path.join(folder, f"VOC_{c.snapshot}.pth"),
+    def evaluation(snapshot, result):
+        return ["evaluate.py", *c.evaluate, "--restore-from", os.path.join(folder, f"VOC_{snapshot}.pth"),
                 "--save-dir", os.path.dirname(result), *c.eval_extra]
+    result = os.path.join(folder, f"eval_VOC_{c.snapshot}", "result.txt")
+    more = [(evaluation(i, path), path) for i, path in other_snapshots(c, folder, name)]
     return Run(index, name, method, ratio, split, folder, train, os.path.join(folder, f"VOC_{c.steps}.pth"),
-               evaluate, result, iterations=c.steps, launcher=c.launcher)
+               evaluation(c.snapshot, result), result, iterations=c.steps, launcher=c.launcher,
+               label=c.table.label(ratio), method_text=c.table.method_label(method), more=more)
 
 
 def mlmt_run(c, index, method, ratio, split, warnings):
     """A train_mlmt.py run (the original README's flags) on the split of the s4GAN run of the same
     fraction, and the evaluation of that s4GAN snapshot fused with the MLMT output."""
-    name = run_name(method, ratio, split)
+    name = run_name(method, ratio, split, c.table)
     folder = os.path.join(c.root, name)
     _, mlmt_split = split_arguments(c.table, ratio, split)
-    exp_name = f"{c.table.prefix}_semi_{ratio_tag(ratio)}_MLMT_s{split}"  # the original's voc_semi_0_125_MLMT
-    train = ["train_mlmt.py", "--batch-size-lab", "16", "--batch-size-unlab", "80", "--labeled-ratio", f"{ratio:g}",
+    tag = run_name("", ratio, split, c.table)[1:-len(f"_s{split}")]
+    exp_name = f"{c.table.prefix}_semi_{tag}_MLMT_s{split}"  # the original's voc_semi_0_125_MLMT
+    ratio_flags = [] if ratio in c.table.lists else ["--labeled-ratio", f"{ratio:g}"]
+    train = ["train_mlmt.py", "--batch-size-lab", "16", "--batch-size-unlab", "80", *ratio_flags,
              "--exp-name", exp_name, *mlmt_split, *c.mlmt, "--output-dir", folder, "--resume", "auto"]
     epochs = int(flag_value(train, "--num-epochs", MLMT_EPOCHS))
     output = os.path.join(folder, f"output_ema_raw_{epochs}.txt")  # written after the last epoch
-    s4gan = os.path.join(c.root, run_name("s4gan", ratio, split), f"VOC_{c.snapshot}.pth")
+    s4gan_folder = os.path.join(c.root, run_name("s4gan", ratio, split, c.table))
+    s4gan = os.path.join(s4gan_folder, f"VOC_{c.snapshot}.pth")
+
+    def evaluation(snapshot, result):
+        return ["evaluate.py", *c.evaluate, "--restore-from", os.path.join(s4gan_folder, f"VOC_{snapshot}.pth"),
+                "--save-dir", os.path.dirname(result), "--with-mlmt", "--mlmt-file", output, *c.eval_extra]
     result = os.path.join(folder, f"eval_VOC_{c.snapshot}", "result.txt")
-    evaluate = ["evaluate.py", *c.evaluate, "--restore-from", s4gan, "--save-dir", os.path.dirname(result),
-                "--with-mlmt", "--mlmt-file", output, *c.eval_extra]
-    labeled = int(ratio * c.num_train) if c.num_train else 0
+    more = [(evaluation(i, path), path) for i, path in other_snapshots(c, folder, name)]
+    labeled = c.table.lists[ratio][2] if ratio in c.table.lists else int(ratio * c.num_train) if c.num_train else 0
     iterations = epochs * -(-labeled // int(flag_value(train, "--batch-size-lab", 16)))  # epoch: the labeled images
-    return Run(index, name, method, ratio, split, folder, train, output, evaluate, result, needs=s4gan,
-               iterations=iterations)
+    return Run(index, name, method, ratio, split, folder, train, output, evaluation(c.snapshot, result), result,
+               needs=s4gan, iterations=iterations, label=c.table.label(ratio), method_text=c.table.method_label(method), more=more)
 
 
 def split_arguments(table, ratio, split):
     """(training flags, MLMT flags) that select replicate `split` of a fraction. A fraction uses the
     shipped split splits/<dataset>/seeded_<k>.pkl (the same file for the baseline, s4GAN and MLMT);
     "full" has no split, so its replicates differ by --random-seed."""
+    if ratio in table.lists:  # today's protocol: one published list; the replicates differ by their seed
+        flags = ["--labeled-list", table.lists[ratio][1], "--random-seed", str(SEED + split)]
+        return flags, flags
     if ratio >= FULL:
         seed = ["--random-seed", str(SEED + split)]
         return seed, ["--pkl-file", "none", *seed]
@@ -271,7 +315,7 @@ def state(run):
     """done (trained and evaluated), trained (evaluation missing), interrupted (latest.pth, no
     final snapshot: resumed with --resume auto) or new."""
     if exists(run.trained):
-        return "done" if exists(run.result) else "trained"
+        return "done" if all(exists(result) for _, result in run.evaluations) else "trained"
     return "interrupted" if exists(os.path.join(run.folder, "latest.pth")) else "new"
 
 

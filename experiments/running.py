@@ -2,8 +2,8 @@
 import sys
 import time
 
-from experiments.scripts import read_miou, run_command
-from experiments.catalog import METHODS, fraction_label
+from experiments.scripts import command_line, read_miou, run_command
+from experiments.catalog import METHODS
 from experiments.plan import STATE_TEXT, at_root, exists, state
 from experiments.speed import hours_text, run_hours
 
@@ -13,13 +13,19 @@ RUN_LABELS = {"mlmt": "MLMT classifiers"}
 
 def describe(plan, speeds, device, note=None):
     t = plan.table
-    methods = ", ".join(f"{METHODS[m][0]} ({METHODS[m][1]})" for m in plan.methods)
+    methods = ", ".join(f"{t.method_label(m)} ({METHODS[m][1]})" for m in plan.methods)
     splits = sorted(set(r.split for r in plan.runs))
-    how = (f"--split-id ./{t.split_dir}/seeded_<k>.pkl" if t.split_dir else "--split-id none --random-seed 1234+k")
+    if t.lists:
+        how = "--labeled-list <the column's list> --random-seed 1234+k (one published split, three seeds)"
+    else:
+        how = (f"--split-id ./{t.split_dir}/seeded_<k>.pkl" if t.split_dir else "--split-id none --random-seed 1234+k")
+        how += " (full: --random-seed 1234+k)"
+    snapshots = ("; every other snapshot too, for the best one (selected on the evaluation set: marked so)"
+                 if t.every_snapshot else "")
     lines = [f"Table {plan.key}: {t.title}", f"  methods   {methods}",
-             f"  labeled   {', '.join(fraction_label(r) for r in plan.ratios)}; splits "
-             f"{', '.join(map(str, splits))}: {how} (full: --random-seed 1234+k)",
-             f"  steps     {plan.steps} per segmentation run; evaluated: {plan.snapshot_note}",
+             f"  labeled   {', '.join(t.label(r) for r in plan.ratios)}; splits "
+             f"{', '.join(map(str, splits))}: {how}",
+             f"  steps     {plan.steps} per segmentation run; evaluated: {plan.snapshot_note}{snapshots}",
              f"  output    {plan.root}/<run>/; tables {plan.markdown_path}, {plan.png_path}"]
     if "mlmt" in plan.methods:
         lines.append("  MLMT      trains the classifier, then evaluates the s4GAN run of the same fraction and split "
@@ -30,9 +36,9 @@ def describe(plan, speeds, device, note=None):
     for kind in plan.methods:
         if kind in speeds:
             sec, source = speeds[kind]
-            lines.append(f"  speed     {METHODS[kind][0]}: {sec:.3g} s / iteration from {source}")
+            lines.append(f"  speed     {t.method_label(kind)}: {sec:.3g} s / iteration from {source}")
         else:
-            lines.append(f"  speed     {METHODS[kind][0]}: no measurement for {device} (--calibrate on the machine "
+            lines.append(f"  speed     {t.method_label(kind)}: no measurement for {device} (--calibrate on the machine "
                          f"that will train, --bench-device, or --sec-per-iter {kind}=SECONDS)")
     lines.append(f"\n{len(plan.runs)} runs (the number is the Slurm array index):")
     for run in plan.runs:
@@ -41,6 +47,8 @@ def describe(plan, speeds, device, note=None):
         lines.append(f"#{run.index:<3d} {run.name}  ({run.describe()}; {cost}; {STATE_TEXT[state(run)]})")
         lines.append(f"     {run.train_text()}")
         lines.append(f"     {run.eval_text()}")
+        if run.more:
+            lines.append(f"     and {len(run.more)} more evaluations: the same with VOC_<i>.pth for the other snapshots")
     hours = [run_hours(r, speeds) for r in plan.runs]
     known = [h * r.gpus for h, r in zip(hours, plan.runs) if h is not None]
     unit = "hours of training on this machine's CPU" if device == "CPU" else f"GPU-hours of training on {device}"
@@ -48,7 +56,7 @@ def describe(plan, speeds, device, note=None):
     by_method = {m: sum(h * r.gpus for h, r in zip(hours, plan.runs) if r.method == m and h is not None)
                  for m in plan.methods}
     if known and len(plan.methods) > 1:
-        total += " (" + ", ".join(f"{RUN_LABELS.get(m, METHODS[m][0])} {hours_text(h)}"
+        total += " (" + ", ".join(f"{RUN_LABELS.get(m, t.method_label(m))} {hours_text(h)}"
                                   for m, h in by_method.items()) + ")"
     if known and len(known) < len(hours):
         total += f" ({len(hours) - len(known)} runs not estimated)"
@@ -113,12 +121,15 @@ def _one_run(run, current):
             return f"training ended without writing {run.trained}"
     if run.needs and not exists(run.needs):
         return f"its evaluation needs {run.needs}, which the s4GAN run of the same fraction and split writes"
-    print("$ " + run.eval_text(), flush=True)
-    code = run_command([sys.executable, *run.evaluate])
-    if code in STOPPED:
-        return "stopped"
-    if code != 0:
-        return f"evaluation exited with status {code}"
-    if read_miou(at_root(run.result)) is None:
-        return f"the evaluation wrote no mIoU to {run.result}"
+    for evaluate, result in run.evaluations:
+        if exists(result):
+            continue
+        print("$ " + command_line(evaluate), flush=True)
+        code = run_command([sys.executable, *evaluate])
+        if code in STOPPED:
+            return "stopped"
+        if code != 0:
+            return f"evaluation exited with status {code}"
+        if read_miou(at_root(result)) is None:
+            return f"the evaluation wrote no mIoU to {result}"
     return None

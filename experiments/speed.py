@@ -59,6 +59,12 @@ def estimate_device(requested=None, rows=()):
                       f"machine's CPU; --calibrate on the machine that will train)")
 
 
+def network_key(model, backbone):
+    """The segmenter of a workload: its backbone for DeepLabv2 (the rows' and plans' usual form),
+    else model:backbone, so that DeepLabv3+ on ResNet-101 never takes DeepLabv2's measurement."""
+    return backbone if model == "deeplabv2" else f"{model}:{backbone}"
+
+
 def workload(kind, argv, table):
     """(configuration that must match a measurement, images forwarded per iteration, pixels per image)."""
     amp, channels_last = flag_value(argv, "--amp", "off"), "--channels-last" in argv
@@ -69,7 +75,8 @@ def workload(kind, argv, table):
         return config, lab + 2 * unlab, size * size  # both views of an unlabeled image are forwarded
     h, w = (int(v) for v in flag_value(argv, "--input-size", table.crop).split(","))
     batch = int(flag_value(argv, "--batch-size", DEFAULT_BATCH[kind]))
-    config = ("s4gan" if kind == "s4gan" else "full", flag_value(argv, "--backbone", "resnet101"), amp, channels_last)
+    network = network_key(flag_value(argv, "--model", "deeplabv2"), flag_value(argv, "--backbone", "resnet101"))
+    config = ("s4gan" if kind == "s4gan" else "full", network, amp, channels_last)
     return config, batch * (3 if kind == "s4gan" else 1), h * w  # s4GAN: labeled, unlabeled and real batches
 
 
@@ -127,8 +134,11 @@ def measured_workload(row):
     h, w = int(crop[0]), int(crop[-1])
     mode = row.get("mode", "s4gan")
     batch = int(re.match(r"\d+", row["batch"]).group()) if "batch" in row else int(flag_value(argv, "--batch-size", 2))
-    backbone = model.rsplit("-", 1)[-1] if model else flag_value(argv, "--backbone", "resnet18")  # deeplabv2-resnet101
-    config = (mode, backbone, amp, channels_last)
+    if model:  # deeplabv2-resnet101; a row naming its model otherwise matches no run
+        name, _, backbone = model.rpartition("-")
+    else:
+        name, backbone = flag_value(argv, "--model", "deeplabv2"), flag_value(argv, "--backbone", "resnet18")
+    config = (mode, network_key(name, backbone), amp, channels_last)
     return config, batch * (3 if mode == "s4gan" else 1), h * w
 
 
@@ -229,7 +239,9 @@ def calibrate(plan, device):
                      flag_value(a, "--image-size", "320"), "--batch-size-lab", flag_value(a, "--batch-size-lab", "16"),
                      "--batch-size-unlab", flag_value(a, "--batch-size-unlab", "80")]
         else:
-            bench = ["benchmarks/bench_train.py", "--mode", config[0], "--backbone", config[1], "--crop",
+            model, _, backbone = config[1].rpartition(":")
+            bench = ["benchmarks/bench_train.py", "--mode", config[0], "--model", model or "deeplabv2",
+                     "--backbone", backbone, "--crop",
                      flag_value(a, "--input-size", plan.table.crop), "--batch-size",
                      flag_value(a, "--batch-size", str(DEFAULT_BATCH[kind]))]
         bench += ["--amp", config[2], "--channels-last", "on" if config[3] else "off", "--iters", "3", "--warmup", "1",

@@ -71,6 +71,7 @@ SCRIPTS = {  # program -> (main, flags appended for the test's sizes)
 # a model other than DeepLabv2: one of its trunks and a crop it can take, appended after the tiny sizes
 MODEL_SIZES = {"deeplabv3p": ["--backbone", "resnet50", "--input-size", "65,65"]}
 VOC_IMAGES = 16  # 1/8 gives two labeled images
+MODERN_LIST = "splits/voc/classic/92.txt"  # the column of today's VOC tables the documents' runs train
 # the real training sets' sizes, which the shipped split files are permutations of
 CONTEXT_IMAGES, CITY_IMAGES = 4996, 2975
 
@@ -133,6 +134,14 @@ def make_data(root):
     for folder, suffix in (("leftImg8bit", "_leftImg8bit.png"), ("gtFine_trainvaltest/gtFine", "_gtFine_labelIds.png")):
         link_copies(os.path.join(city, folder, "train", "aachen", "aachen_000001_000019" + suffix),
                     [os.path.join(city, folder, "train", "zurich", frame + suffix) for frame in frames])
+    # the images of the shipped classic 92 list (splits/voc/classic/92.txt) beside the tiny VOC ones, and a
+    # training list holding both, for today's protocol (docs/modern-protocol.md)
+    with open(os.path.join(ROOT, MODERN_LIST)) as f:
+        listed = [line.strip() for line in f if line.strip()]
+    first = voc_ids(voc)[0]
+    for folder, suffix in (("JPEGImages", ".jpg"), ("SegmentationClassAug", ".png")):
+        link_copies(os.path.join(voc, folder, first + suffix), [os.path.join(voc, folder, n + suffix) for n in listed])
+    write_list(os.path.join(root, "data", "voc_list", "train_modern.txt"), voc_ids(voc) + listed)
     mine = os.path.join(root, "mydata")
     write_dataset(mine, num_train=16, num_val=3, seed=0, max_size=48, min_size=40)
     extra = [f"extra_{k}" for k in range(3)]
@@ -141,6 +150,11 @@ def make_data(root):
             os.path.join(mine, "JPEGImages", name + ".jpg"))
     write_list(os.path.join(mine, "lists", "unlabeled.txt"), extra)
     return root
+
+
+def voc_ids(voc):
+    with open(os.path.join(voc, "lists", "train_aug.txt")) as f:
+        return [line.strip() for line in f if line.strip()]
 
 
 def short_run_file(path):
@@ -160,10 +174,13 @@ def reproduce_flags(argv, project):
     data = os.path.join(project, "data", "voc_dataset")
     flags = ["--out", out, "--results-dir", os.path.join(out, "results"), "--emit-to", os.path.join(out, "jobs.sh")]
     if "--run" in argv or "--collect" in argv or "--emit" in argv:
-        flags += ["--data-dir", data, "--ratios", "1/8", "--splits", "0", "--methods", "baseline", "--steps", "2",
+        modern = argv[argv.index("--table") + 1] in ("voc-classic", "voc-blended")
+        train_list = "train_modern.txt" if modern else "train_aug.txt"
+        flags += ["--data-dir", data, "--ratios", "92" if modern else "1/8", "--splits", "0", "--methods", "baseline",
+                  "--steps", "2",
                   "--eval-flags", f"--data-list {os.path.join(project, 'data', 'voc_list', 'val.txt')} --num-workers 0",
-                  "--", "--split-id", "none", "--data-list", os.path.join(project, "data", "voc_list", "train_aug.txt"),
-                  *TINY_SEGMENTATION]
+                  "--", "--split-id", "none", "--data-list", os.path.join(project, "data", "voc_list", train_list),
+                  *TINY_SEGMENTATION, *(MODEL_SIZES["deeplabv3p"] if modern else [])]
     return flags
 
 

@@ -16,7 +16,7 @@ class MLMTConfig:
     val_list: Optional[str]
     num_classes: int
     ignore_label: int
-    labeled_ratio: float
+    labeled_ratio: Optional[float]    # None: --labeled-list says which images are labeled
     pkl_file: Optional[str]           # the split permutation; None: seeded by random_seed
     random_seed: int
     batch_size_lab: int
@@ -30,6 +30,8 @@ class MLMTConfig:
     num_workers: int
     output_dir: str
     output_roll: str                  # flat or per-row
+    labeled_list: Optional[str] = None
+    unlabeled_list: Optional[str] = None  # training-list images only
 
     @classmethod
     def from_flags(cls, args):
