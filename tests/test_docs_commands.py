@@ -72,6 +72,7 @@ SCRIPTS = {  # program -> (main, flags appended for the test's sizes)
 MODEL_SIZES = {"deeplabv3p": ["--backbone", "resnet50", "--input-size", "65,65"]}
 VOC_IMAGES = 16  # 1/8 gives two labeled images
 MODERN_LIST = "splits/voc/classic/92.txt"  # the column of today's VOC tables the documents' runs train
+MODERN_DATA = os.path.join("data", "voc_modern")  # its images, beside the 92 listed ones
 # the real training sets' sizes, which the shipped split files are permutations of
 CONTEXT_IMAGES, CITY_IMAGES = 4996, 2975
 
@@ -134,14 +135,17 @@ def make_data(root):
     for folder, suffix in (("leftImg8bit", "_leftImg8bit.png"), ("gtFine_trainvaltest/gtFine", "_gtFine_labelIds.png")):
         link_copies(os.path.join(city, folder, "train", "aachen", "aachen_000001_000019" + suffix),
                     [os.path.join(city, folder, "train", "zurich", frame + suffix) for frame in frames])
-    # the images of the shipped classic 92 list (splits/voc/classic/92.txt) beside the tiny VOC ones, and a
-    # training list holding both, for today's protocol (docs/modern-protocol.md)
+    # for today's protocol (docs/modern-protocol.md), a VOC folder of its own (make-lists reads the other
+    # one whole) holding the images of the shipped classic 92 list beside a few others, and its list
+    modern = make_voc(os.path.join(root, MODERN_DATA), sizes_train=[(40 + k, 48) for k in range(4)],
+                      sizes_val=((50, 40),))
     with open(os.path.join(ROOT, MODERN_LIST)) as f:
         listed = [line.strip() for line in f if line.strip()]
-    first = voc_ids(voc)[0]
+    first = voc_ids(modern)[0]
     for folder, suffix in (("JPEGImages", ".jpg"), ("SegmentationClassAug", ".png")):
-        link_copies(os.path.join(voc, folder, first + suffix), [os.path.join(voc, folder, n + suffix) for n in listed])
-    write_list(os.path.join(root, "data", "voc_list", "train_modern.txt"), voc_ids(voc) + listed)
+        link_copies(os.path.join(modern, folder, first + suffix),
+                    [os.path.join(modern, folder, n + suffix) for n in listed])
+    write_list(os.path.join(modern, "lists", "train_modern.txt"), voc_ids(modern) + listed)
     mine = os.path.join(root, "mydata")
     write_dataset(mine, num_train=16, num_val=3, seed=0, max_size=48, min_size=40)
     extra = [f"extra_{k}" for k in range(3)]
@@ -175,11 +179,14 @@ def reproduce_flags(argv, project):
     flags = ["--out", out, "--results-dir", os.path.join(out, "results"), "--emit-to", os.path.join(out, "jobs.sh")]
     if "--run" in argv or "--collect" in argv or "--emit" in argv:
         modern = argv[argv.index("--table") + 1] in ("voc-classic", "voc-blended")
-        train_list = "train_modern.txt" if modern else "train_aug.txt"
+        lists = os.path.join(project, "data", "voc_list")
+        train_list, val_list = os.path.join(lists, "train_aug.txt"), os.path.join(lists, "val.txt")
+        if modern:
+            data = os.path.join(project, MODERN_DATA)
+            train_list, val_list = os.path.join(data, "lists", "train_modern.txt"), os.path.join(data, "lists", "val.txt")
         flags += ["--data-dir", data, "--ratios", "92" if modern else "1/8", "--splits", "0", "--methods", "baseline",
-                  "--steps", "2",
-                  "--eval-flags", f"--data-list {os.path.join(project, 'data', 'voc_list', 'val.txt')} --num-workers 0",
-                  "--", "--split-id", "none", "--data-list", os.path.join(project, "data", "voc_list", train_list),
+                  "--steps", "2", "--eval-flags", f"--data-list {val_list} --num-workers 0",
+                  "--", "--split-id", "none", "--data-list", train_list,
                   *TINY_SEGMENTATION, *(MODEL_SIZES["deeplabv3p"] if modern else [])]
     return flags
 
