@@ -175,6 +175,12 @@ def test_each_trainer_on_a_classic_list_of_the_fixture_then_every_evaluation_mod
         assert code == 0, (mode, err)
         scores[mode[0]] = float(re.search(r"meanIOU:? ([0-9.]+)", out).group(1))
     assert len(scores) == 4 and all(0 <= v <= 1 for v in scores.values())
+    # the s4GAN + MLMT row of today's tables: the snapshot fused with the classifier's file, whole images
+    argv = tiny_eval_flags(voc_root, tmp_path / "s4gan" / "VOC_2.pth", tmp_path / "eval_fused", "--eval-mode", "whole",
+                           "--with-mlmt", "--mlmt-file", str(tmp_path / "mlmt" / "output_ema_raw_1.txt"))
+    del argv[argv.index("--backbone"):argv.index("--backbone") + 2]
+    code, out, err = run_main(evaluate.main, argv, capsys)
+    assert code == 0 and "meanIOU" in out, err
 
 
 @pytest.mark.parametrize("script", [train_full, train_mlmt])
