@@ -2,6 +2,7 @@
 line for a torchrun run whose other process died (exit status 1)."""
 import argparse
 import errno
+import gc
 import os
 import sys
 
@@ -34,23 +35,35 @@ class ArgumentParser(argparse.ArgumentParser):
 def run_cli(main, argv=None):
     """Run a script's main(); turn a UserError into `error: ...` and exit status 2, and the failure of
     another process of a torchrun run into one line and exit status 1."""
+    result, exit_code = _run_reporting(main, argv)
+    # Free what the run left while the interpreter is whole: a DDP model kept by a reference cycle, or by
+    # the frames of the exception handled above, holds its process group, and a gloo group destroyed only
+    # during interpreter shutdown can abort the process ("terminate called without an active exception").
+    gc.collect()
+    if exit_code is not None:
+        sys.exit(exit_code)
+    return result
+
+
+def _run_reporting(main, argv):
+    """(main's result, None), or (None, the exit status) once the error is reported."""
     try:
-        return main(argv)
+        return main(argv), None
     except UserError as exc:
         print(f"{exc.prefix}{exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        return None, exc.exit_code
     except OSError as exc:
         if exc.errno not in OUT_OF_SPACE:  # checkpoints say more (utils/checkpoint.py); this is the rest
             raise
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"error: a write failed: {exc.strerror}{where}; free some space and run again", file=sys.stderr)
-        sys.exit(2)
+        return None, 2
     except RuntimeError as exc:
         message = lost_peer_message(exc)
         if message is None:
             raise
         print(f"error: {message}", file=sys.stderr)
-        sys.exit(1)
+        return None, 1
 
 
 LOST_PEER = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "NCCL communicator was aborted",
