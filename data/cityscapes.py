@@ -328,7 +328,7 @@ class CityscapesSegmentation(Dataset):
         image, label = self._read(name)
         size = np.array((image.size[1], image.size[0]), np.int64)
         resolution = tuple(size) if self.native_size else self.resolution
-        if self.crop_h > resolution[0] or self.crop_w > resolution[1]:
+        if self.native_size and (self.crop_h > resolution[0] or self.crop_w > resolution[1]):
             raise UserError(f"--input-size {self.crop_h},{self.crop_w} is larger than {self.image_path(name)} "
                             f"({resolution[1]}x{resolution[0]})")
         top = int(rng.integers(0, resolution[0] - self.crop_h + 1))

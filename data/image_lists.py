@@ -87,6 +87,22 @@ def list_positions(path, flag, ids, where):
     return np.asarray(positions, np.int64)
 
 
+def listed_images(ids, labeled_list, unlabeled_list, where, outside_refused=None):
+    """The ListedImages of a run against its training list `ids` (described by `where`). An image of
+    the unlabeled list outside the training list takes position len(ids) + its place in the list
+    (where the run joins those images), or, given `outside_refused` (why not), is an error."""
+    labeled = list_positions(labeled_list, "--labeled-list", ids, where) if labeled_list else None
+    if not unlabeled_list:
+        return ListedImages(labeled)
+    positions = []
+    for j, (number, name, found) in enumerate(match_list(unlabeled_list, "--unlabeled-list", ids)):
+        if found is None and outside_refused:
+            raise UserError(f"--unlabeled-list {unlabeled_list} line {number}: {name} is not an image of the "
+                            f"training list ({where}): {outside_refused}")
+        positions.append(len(ids) + j if found is None else found)
+    return ListedImages(labeled, np.asarray(positions, np.int64))
+
+
 def labeled_first(labeled, num_images):
     """A split permutation whose first len(labeled) entries are `labeled` (in the list's order), the
     other images after them in their order: the form of splits/*.pkl, so that the run's saved split

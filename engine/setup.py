@@ -8,7 +8,8 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from data import get_dataset
-from data.image_lists import ListedImages, image_pools, labeled_first, list_positions, match_list
+from data import image_lists
+from data.image_lists import ListedImages, image_pools, labeled_first, match_list
 from data.joined import JoinedDataset
 from data.sampler import BatchStream, SeededEpochSampler
 from data.splits import load_permutation, seeded_permutation
@@ -111,17 +112,10 @@ def make_split(split, random_seed, num_images, saved=None, labeled=None):
 
 
 def listed_images(split, data, dataset, num_listed):
-    """The ListedImages of a run: --labeled-list (SplitConfig) against the training list, and the
-    DataConfig's unlabeled_list against the training list, then the images make_train_dataset joined."""
-    ids = dataset.ids[:num_listed]
+    """The ListedImages of a run: --labeled-list (SplitConfig) and the DataConfig's unlabeled_list
+    against the training list (the images make_train_dataset joined come after it)."""
     where = data.data_list or f"the default training list of --dataset {data.dataset}"
-    labeled = list_positions(split.labeled_list, "--labeled-list", ids, where) if split.labeled_list else None
-    unlabeled = None
-    if data.unlabeled_list:
-        entries = match_list(data.unlabeled_list, "--unlabeled-list", ids)
-        unlabeled = np.asarray([num_listed + j if found is None else found for j, (_, _, found) in enumerate(entries)],
-                               np.int64)
-    return ListedImages(labeled, unlabeled)
+    return image_lists.listed_images(dataset.ids[:num_listed], split.labeled_list, data.unlabeled_list, where)
 
 
 def make_streams(split, env, dataset, perm, streams, num_listed, random_seed, num_workers, listed=None):

@@ -180,13 +180,18 @@ def ratio_tag(ratio):
     return "full" if ratio >= FULL else f"{ratio:g}".replace(".", "_")
 
 
+def column_tag(table, ratio):
+    """A column in names: its list's name for today's tables (92, 1_16), else ratio_tag."""
+    if table is not None and ratio in table.lists:
+        return os.path.splitext(os.path.basename(table.lists[ratio][1]))[0]
+    return ratio_tag(ratio)
+
+
 def run_name(method, ratio, split, table=None):
-    if table is not None and ratio in table.lists:  # the list's name: s4gan_92_s0, s4gan_1_16_s0
-        return f"{method}_{os.path.splitext(os.path.basename(table.lists[ratio][1]))[0]}_s{split}"
-    return f"{method}_{ratio_tag(ratio)}_s{split}"
+    return f"{method}_{column_tag(table, ratio)}_s{split}"  # s4gan_0_125_s0, s4gan_92_s0
 
 
-def other_snapshots(c, folder, name):
+def other_snapshots(c, folder):
     """[(iteration, result.txt)] of the snapshots other than the evaluated one, for tables that report
     the best snapshot too: every --save-pred-every (5000) iterations."""
     if not c.table.every_snapshot:
@@ -216,7 +221,7 @@ def segmentation_run(c, index, method, ratio, split, warnings):
         return ["evaluate.py", *c.evaluate, "--restore-from", os.path.join(folder, f"VOC_{snapshot}.pth"),
                 "--save-dir", os.path.dirname(result), *c.eval_extra]
     result = os.path.join(folder, f"eval_VOC_{c.snapshot}", "result.txt")
-    more = [(evaluation(i, path), path) for i, path in other_snapshots(c, folder, name)]
+    more = [(evaluation(i, path), path) for i, path in other_snapshots(c, folder)]
     return Run(index, name, method, ratio, split, folder, train, os.path.join(folder, f"VOC_{c.steps}.pth"),
                evaluation(c.snapshot, result), result, iterations=c.steps, launcher=c.launcher,
                label=c.table.label(ratio), method_text=c.table.method_label(method), more=more)
@@ -228,8 +233,7 @@ def mlmt_run(c, index, method, ratio, split, warnings):
     name = run_name(method, ratio, split, c.table)
     folder = os.path.join(c.root, name)
     _, mlmt_split = split_arguments(c.table, ratio, split)
-    tag = run_name("", ratio, split, c.table)[1:-len(f"_s{split}")]
-    exp_name = f"{c.table.prefix}_semi_{tag}_MLMT_s{split}"  # the original's voc_semi_0_125_MLMT
+    exp_name = f"{c.table.prefix}_semi_{column_tag(c.table, ratio)}_MLMT_s{split}"  # the original's voc_semi_0_125_MLMT
     ratio_flags = [] if ratio in c.table.lists else ["--labeled-ratio", f"{ratio:g}"]
     train = ["train_mlmt.py", "--batch-size-lab", "16", "--batch-size-unlab", "80", *ratio_flags,
              "--exp-name", exp_name, *mlmt_split, *c.mlmt, "--output-dir", folder, "--resume", "auto"]
@@ -242,7 +246,7 @@ def mlmt_run(c, index, method, ratio, split, warnings):
         return ["evaluate.py", *c.evaluate, "--restore-from", os.path.join(s4gan_folder, f"VOC_{snapshot}.pth"),
                 "--save-dir", os.path.dirname(result), "--with-mlmt", "--mlmt-file", output, *c.eval_extra]
     result = os.path.join(folder, f"eval_VOC_{c.snapshot}", "result.txt")
-    more = [(evaluation(i, path), path) for i, path in other_snapshots(c, folder, name)]
+    more = [(evaluation(i, path), path) for i, path in other_snapshots(c, folder)]
     labeled = c.table.lists[ratio][2] if ratio in c.table.lists else int(ratio * c.num_train) if c.num_train else 0
     iterations = epochs * -(-labeled // int(flag_value(train, "--batch-size-lab", 16)))  # epoch: the labeled images
     return Run(index, name, method, ratio, split, folder, train, output, evaluation(c.snapshot, result), result,

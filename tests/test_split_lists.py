@@ -16,6 +16,7 @@ import train_s4GAN
 import train_s4GAN_wrn38
 from data.image_lists import ImageIndex, ListedImages, entry_name, image_pools, labeled_first
 from data.splits import load_permutation
+from tests.city_fixture import make_city
 from tests.helpers import expect_error, run_main, tiny_eval_flags, tiny_train_flags
 
 SPLITS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "splits")
@@ -188,3 +189,23 @@ def test_a_list_and_a_ratio_are_refused_together(voc_root, tmp_path, capsys, scr
     labeled = write_list(tmp_path / "l.txt", fixture_ids(voc_root)[:2])
     expect_error(script.main, ["--data-dir", voc_root, "--labeled-list", labeled, "--labeled-ratio", "0.5"], capsys,
                  "give one")
+
+
+def test_unlabeled_images_outside_the_training_list_where_they_cannot_be_read(voc_root, tmp_path, capsys):
+    """train_mlmt.py draws unlabeled images from the training list only, and Cityscapes reads no image
+    outside its training list: each names the line."""
+    ids = fixture_ids(voc_root)
+    labeled = write_list(tmp_path / "l.txt", ids[:2])
+    unlabeled = write_list(tmp_path / "u.txt", [ids[2], "2012_424242"])
+    expect_error(train_mlmt.main, ["--data-dir", voc_root, "--data-list", os.path.join(voc_root, "lists/train_aug.txt"),
+                                   "--val-list", os.path.join(voc_root, "lists/val.txt"), "--pretrained", "none",
+                                   "--num-workers", "0", "--output-dir", str(tmp_path / "o"),
+                                   "--labeled-list", labeled, "--unlabeled-list", unlabeled], capsys,
+                 "--unlabeled-list", "line 2", "2012_424242", "train_mlmt.py reads unlabeled images from it only")
+    city = make_city(str(tmp_path / "city"))
+    stranger = tmp_path / "city_u.txt"
+    stranger.write_text("leftImg8bit/train/aachen/aachen_000000_000019_leftImg8bit.png\nulm/ulm_000001_000019\n")
+    expect_error(train_s4GAN.main, ["--dataset", "cityscapes", "--data-dir", city, "--backbone", "resnet18",
+                                    "--restore-from", "none", "--num-workers", "0", "--checkpoint-dir",
+                                    str(tmp_path / "ck"), "--unlabeled-list", str(stranger)], capsys,
+                 "line 2", "ulm/ulm_000001_000019", "reads no images outside it")

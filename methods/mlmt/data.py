@@ -7,7 +7,7 @@ import numpy as np
 
 from data import get_dataset, label_files
 from data.sampler import BatchStream, SeededEpochSampler
-from data.image_lists import ListedImages, image_pools, labeled_first, list_positions, match_list
+from data.image_lists import image_pools, labeled_first, listed_images
 from data.splits import load_permutation, seeded_permutation
 from methods.mlmt.labels import (ALWAYS_PRESENT, ClassifierImages, ImageLabels, cache_path_for,
                                  default_list_candidates, derive_labels, missing_classes, read_original_split)
@@ -60,26 +60,14 @@ def labeled_permutation(config, num_images, saved=None):
     return load_permutation(config.pkl_file, num_images, "--pkl-file")
 
 
-def listed_images(config, ids):
-    """--labeled-list and --unlabeled-list as positions in the training list (ListedImages)."""
-    where = config.data_list or f"the training list of --dataset {config.dataset}"
-    labeled = list_positions(config.labeled_list, "--labeled-list", ids, where) if config.labeled_list else None
-    if not config.unlabeled_list:
-        return ListedImages(labeled)
-    entries = match_list(config.unlabeled_list, "--unlabeled-list", ids)
-    for number, name, found in entries:
-        if found is None:
-            raise UserError(f"--unlabeled-list {config.unlabeled_list} line {number}: {name} is not an image of the "
-                            f"training list ({where}): train_mlmt.py reads unlabeled images from it only")
-    return ListedImages(labeled, np.asarray([found for *_, found in entries], np.int64))
-
-
 def make_data(config, env, saved_split=None, say=print):
     """For TrainingRun(data=...): the training split, its permutation and the two streams
     (labeled: --batch-size-lab plain views; unlabeled: --batch-size-unlab view pairs, or with
     --augment-on-device the resized images and their draws)."""
     train = load_split(config, env, "train", say)
-    listed = listed_images(config, train.ids)
+    listed = listed_images(train.ids, config.labeled_list, config.unlabeled_list,
+                           config.data_list or f"the training list of --dataset {config.dataset}",
+                           outside_refused="train_mlmt.py reads unlabeled images from it only")
     if listed.labeled is not None:
         perm = np.asarray(saved_split, np.int64) if saved_split is not None else labeled_first(listed.labeled, len(train))
     else:
